@@ -1,0 +1,241 @@
+"""The backend seam: the only module of extstream that imports ``cuda.bindings``.
+
+Everything else calls CUDA through the names bound here, so a CPU simulator can
+stand in for the real runtime by providing the same names with the same call and
+return conventions (``(err, *results)`` tuples, ``err is SUCCESS`` on success).
+Importing this module never touches the driver: the runtime functions are only
+looked up, not called.
+
+The CUDA runtime functions extstream uses, and nothing more:
+
+- streams: cudaStreamCreateWithPriority, cudaStreamDestroy, cudaStreamQuery,
+  cudaStreamSynchronize, cudaStreamWaitEvent, cudaStreamGetDevice,
+  cudaStreamGetPriority, cudaStreamGetFlags, cudaStreamIsCapturing,
+  cudaLaunchHostFunc
+- events: cudaEventCreateWithFlags, cudaEventDestroy, cudaEventRecord,
+  cudaEventQuery, cudaEventSynchronize, cudaEventElapsedTime
+- devices and versions: cudaGetDevice, cudaSetDevice, cudaGetDeviceCount,
+  cudaGetDeviceProperties, cudaDriverGetVersion, cudaRuntimeGetVersion
+- errors: cudaGetErrorName, cudaGetErrorString
+
+The hot calls take the cheapest path measured on an H100 (benchmarks/call_paths.py):
+
+- ``stream_query``, ``stream_synchronize``, ``event_query``,
+  ``event_synchronize`` and ``launch_host_func`` call the driver's entry points
+  (``cuStreamQuery`` ...) through ctypes on an int handle, found once with
+  ``cuGetProcAddress``; this skips cuda.bindings' per-call wrapping and
+  releases the GIL. They return the int ``CUresult``.
+- ``cuEventRecord`` and ``cuStreamWaitEvent`` are cuda.bindings' driver calls on
+  prebuilt ``CUevent``/``CUstream`` objects: with two handles, ctypes' argument
+  conversion costs more than it saves.
+
+Driver calls need a current context and report driver errors, so callers treat
+any status but success (and not-ready, for queries) by repeating the call
+through the runtime, which sets up the primary context and gives the runtime's
+error. Until the first use, and where there is no driver, the ctypes calls are
+stand-ins that report failure, so that runtime path is taken.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import cuda.bindings
+from cuda.bindings import driver as _driver
+from cuda.bindings import runtime as _rt
+
+BACKEND = "cuda"
+BINDINGS_VERSION: str = cuda.bindings.__version__
+
+SUCCESS: Any = _rt.cudaError_t.cudaSuccess
+NOT_READY: Any = _rt.cudaError_t.cudaErrorNotReady
+ERROR_INVALID_RESOURCE_HANDLE = int(_rt.cudaError_t.cudaErrorInvalidResourceHandle)
+CAPTURE_NONE: Any = _rt.cudaStreamCaptureStatus.cudaStreamCaptureStatusNone
+
+STREAM_NON_BLOCKING = int(_rt.cudaStreamNonBlocking)
+EVENT_BLOCKING_SYNC = int(_rt.cudaEventBlockingSync)
+EVENT_DISABLE_TIMING = int(_rt.cudaEventDisableTiming)
+EVENT_INTERPROCESS = int(_rt.cudaEventInterprocess)
+
+# Runtime handle types, for the runtime path.
+stream_t = _rt.cudaStream_t
+event_t = _rt.cudaEvent_t
+host_fn_t = _rt.cudaHostFn_t
+
+cudaStreamCreateWithPriority = _rt.cudaStreamCreateWithPriority
+cudaStreamDestroy = _rt.cudaStreamDestroy
+cudaStreamQuery = _rt.cudaStreamQuery
+cudaStreamSynchronize = _rt.cudaStreamSynchronize
+cudaStreamWaitEvent = _rt.cudaStreamWaitEvent
+cudaStreamGetDevice = _rt.cudaStreamGetDevice
+cudaStreamGetPriority = _rt.cudaStreamGetPriority
+cudaStreamGetFlags = _rt.cudaStreamGetFlags
+cudaStreamIsCapturing = _rt.cudaStreamIsCapturing
+cudaLaunchHostFunc = _rt.cudaLaunchHostFunc
+cudaEventCreateWithFlags = _rt.cudaEventCreateWithFlags
+cudaEventDestroy = _rt.cudaEventDestroy
+cudaEventRecord = _rt.cudaEventRecord
+cudaEventQuery = _rt.cudaEventQuery
+cudaEventSynchronize = _rt.cudaEventSynchronize
+cudaEventElapsedTime = _rt.cudaEventElapsedTime
+cudaGetDevice = _rt.cudaGetDevice
+cudaSetDevice = _rt.cudaSetDevice
+cudaGetDeviceCount = _rt.cudaGetDeviceCount
+cudaGetDeviceProperties = _rt.cudaGetDeviceProperties
+cudaDriverGetVersion = _rt.cudaDriverGetVersion
+cudaRuntimeGetVersion = _rt.cudaRuntimeGetVersion
+
+
+_FAILED = -1  # the stand-ins' status: not a CUresult, so the runtime path runs
+
+
+def _not_loaded(*args: object) -> int:
+    load_driver_entry_points()
+    return _FAILED
+
+
+stream_query: Callable[[int], int] = _not_loaded
+stream_synchronize: Callable[[int], int] = _not_loaded
+event_query: Callable[[int], int] = _not_loaded
+event_synchronize: Callable[[int], int] = _not_loaded
+launch_host_func: Callable[[int, int, int], int] = _not_loaded
+
+CUstream = _driver.CUstream
+CUevent = _driver.CUevent
+CU_SUCCESS: Any = _driver.CUresult.CUDA_SUCCESS
+cuEventRecord = _driver.cuEventRecord
+cuStreamWaitEvent = _driver.cuStreamWaitEvent
+
+_P = ctypes.c_void_p
+_ENTRY_POINTS: dict[str, tuple[str, tuple[Any, ...]]] = {
+    "stream_query": ("cuStreamQuery", (_P,)),
+    "stream_synchronize": ("cuStreamSynchronize", (_P,)),
+    "event_query": ("cuEventQuery", (_P,)),
+    "event_synchronize": ("cuEventSynchronize", (_P,)),
+    "launch_host_func": ("cuLaunchHostFunc", (_P, _P, _P)),
+}
+_load_lock = threading.Lock()
+#: Whether the ctypes calls reach the driver (False: every call takes the runtime path).
+direct_driver_calls = False
+_load_tried = False
+
+
+def _always_failed(*args: object) -> int:
+    return _FAILED
+
+
+def load_driver_entry_points() -> bool:
+    """Bind the ctypes driver calls (once); False where the driver cannot give them."""
+    global _load_tried, direct_driver_calls
+    with _load_lock:
+        if _load_tried:
+            return direct_driver_calls
+        _load_tried = True
+        functions: dict[str, Any] = {}
+        try:
+            _driver.cuInit(0)
+            for name, (symbol, argtypes) in _ENTRY_POINTS.items():
+                err, address, _ = _driver.cuGetProcAddress(
+                    symbol.encode(),
+                    12000,
+                    _driver.CUdriverProcAddress_flags.CU_GET_PROC_ADDRESS_LEGACY_STREAM,
+                )
+                if err != CU_SUCCESS or not int(address):
+                    break
+                functions[name] = ctypes.CFUNCTYPE(ctypes.c_int, *argtypes)(int(address))
+        except Exception:  # noqa: S110 - no driver library: the runtime path reports it
+            pass
+        complete = len(functions) == len(_ENTRY_POINTS)
+        for name in _ENTRY_POINTS:
+            globals()[name] = functions[name] if complete else _always_failed
+        direct_driver_calls = complete
+        return complete
+
+
+def error_name(status: int) -> str:
+    """``cudaErrorX`` for a status code; works without a driver."""
+    try:
+        err, name = _rt.cudaGetErrorName(_rt.cudaError_t(status))
+    except ValueError:  # not a status this cuda-python knows
+        return f"cudaError{status}"
+    return name.decode() if err is SUCCESS else f"cudaError{status}"
+
+
+def error_string(status: int) -> str:
+    """CUDA's one-line explanation of a status code; works without a driver."""
+    try:
+        err, text = _rt.cudaGetErrorString(_rt.cudaError_t(status))
+    except ValueError:
+        return "unknown CUDA error"
+    return text.decode() if err is SUCCESS else "unknown CUDA error"
+
+
+_HOST_FN_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+_host_fn_thunks: list[Any] = []  # a thunk must outlive every launch that may call it
+
+
+def host_function(func: Callable[[int], None]) -> int:
+    """The address of a C host function that calls ``func(user_data)``; lives for good.
+
+    ctypes makes the C function: it takes the GIL and calls *func* with the
+    ``userData`` int given at launch.
+    """
+    thunk = _HOST_FN_TYPE(func)
+    _host_fn_thunks.append(thunk)
+    address = ctypes.cast(thunk, ctypes.c_void_p).value
+    assert address is not None
+    return address
+
+
+def handle_is_valid(ptr: int) -> bool:
+    """Whether *ptr* may be handed to CUDA as a stream or event handle.
+
+    CUDA dereferences a handle without checking it, so an address that is not
+    mapped in this process kills it with SIGSEGV. The real runtime cannot tell a
+    stream from other readable memory, but it can refuse unreadable addresses.
+    """
+    return ptr <= 2 or _address_is_readable(ptr)
+
+
+_probe_lock = threading.Lock()
+_probe_pipe: tuple[int, int] | None = None
+
+
+def _forget_probe_pipe() -> None:
+    # A forked child gets its own pipe: sharing one would mix the processes' bytes.
+    global _probe_pipe
+    _probe_pipe = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_probe_pipe)
+
+if sys.platform.startswith("linux") or sys.platform == "darwin":
+    _libc = ctypes.CDLL(None, use_errno=True)
+    _libc_write = _libc.write
+    _libc_write.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t)
+    _libc_write.restype = ctypes.c_ssize_t
+
+    def _address_is_readable(address: int, size: int = 16) -> bool:
+        # write(2) from the address into a pipe: the kernel reports EFAULT for
+        # unmapped memory instead of faulting, so nothing can crash here.
+        global _probe_pipe
+        with _probe_lock:
+            if _probe_pipe is None:
+                _probe_pipe = os.pipe()
+            reader, writer = _probe_pipe
+            written = _libc_write(writer, address, size)
+            if written <= 0:
+                return False
+            os.read(reader, written)
+            return True
+
+else:  # pragma: no cover - no cheap safe probe elsewhere; trust the caller
+
+    def _address_is_readable(address: int, size: int = 16) -> bool:
+        return True

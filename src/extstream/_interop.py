@@ -1,0 +1,137 @@
+"""Handles from other frameworks' stream and event objects.
+
+Streams: the ``__cuda_stream__()`` protocol (torch, CuPy, numba-cuda and
+cuda.core all export it) is the one path; older framework versions without it
+are read by attribute, recognised by the module of their type. Frameworks are
+never imported here: an object is only inspected.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import TYPE_CHECKING
+
+from . import _stream
+
+if TYPE_CHECKING:
+    from ._stream import ExternalStream
+
+MAX_HANDLE = 2**64 - 1
+
+_STREAM_INPUTS = (
+    "an int handle in [0, 2**64), an object with __cuda_stream__(), "
+    "or a torch / CuPy / numba / cuda.core stream"
+)
+_EVENT_INPUTS = (
+    "an extstream.Event, an int event handle, or a torch / CuPy / numba / cuda.core event"
+)
+
+# Stream attributes of framework versions that predate __cuda_stream__.
+_LEGACY_STREAM_ATTRIBUTES = {
+    "torch": "cuda_stream",
+    "cupy": "ptr",
+    "numba": "handle",
+    "numba_cuda": "handle",
+}
+# Event attributes: events have no common protocol.
+_EVENT_ATTRIBUTES = {
+    "torch": "cuda_event",
+    "cupy": "ptr",
+    "cuda": "handle",
+    "numba": "handle",
+    "numba_cuda": "handle",
+}
+
+
+def _framework(obj: object) -> str:
+    return type(obj).__module__.partition(".")[0]
+
+
+def _as_int_handle(value: object, source: object, what: str) -> int:
+    """An int from an int, a ctypes pointer (``.value``) or a cuda.bindings handle (``int()``)."""
+    if isinstance(value, bool):
+        raise TypeError(f"{what} handle from {source!r} is a bool, not a handle")
+    if not isinstance(value, int):
+        raw = getattr(value, "value", value)  # ctypes.c_void_p; None is NULL
+        try:
+            value = 0 if raw is None else int(raw)  # type: ignore[call-overload]
+        except (TypeError, ValueError):
+            raise TypeError(f"{what} handle {value!r} from {source!r} is not an int") from None
+    if not 0 <= value <= MAX_HANDLE:
+        raise ValueError(f"{what} handle {value!r} from {source!r} is out of range [0, 2**64)")
+    return value
+
+
+def _device_hint(obj: object) -> int:
+    """The device a framework's stream object says it is on, or -1."""
+    for name in ("device_index", "device_id"):  # torch, CuPy
+        value = getattr(obj, name, None)
+        if type(value) is int and value >= 0:
+            return value
+    device = getattr(obj, "device", None)  # cuda.core Device, torch.device
+    if device is None:
+        device = getattr(getattr(obj, "context", None), "device", None)  # numba
+    for name in ("device_id", "index", "id"):
+        value = getattr(device, name, None)
+        if type(value) is int and value >= 0:
+            return value
+    return -1
+
+
+def stream_handle(obj: object) -> tuple[int, int]:
+    """``(handle, device or -1)`` of any stream input other than a plain int."""
+    if isinstance(obj, _stream.ExternalStream):
+        return obj._ptr, obj._device
+    if isinstance(obj, bool) or obj is None:
+        raise TypeError(f"cannot use {obj!r} as a CUDA stream: expected {_STREAM_INPUTS}")
+    protocol = getattr(obj, "__cuda_stream__", None)
+    if protocol is not None:
+        value = protocol() if callable(protocol) else protocol
+        if not (isinstance(value, tuple) and len(value) == 2 and value[0] == 0):
+            raise TypeError(
+                f"{type(obj).__name__}.__cuda_stream__() returned {value!r}; expected (0, handle)"
+            )
+        return _as_int_handle(value[1], obj, "stream"), _device_hint(obj)
+    attribute = _LEGACY_STREAM_ATTRIBUTES.get(_framework(obj))
+    if attribute is not None and hasattr(obj, attribute):
+        return _as_int_handle(getattr(obj, attribute), obj, "stream"), _device_hint(obj)
+    try:
+        ptr = operator.index(obj)  # type: ignore[arg-type]
+    except TypeError:
+        raise TypeError(f"cannot use {obj!r} as a CUDA stream: expected {_STREAM_INPUTS}") from None
+    return _as_int_handle(ptr, obj, "stream"), -1
+
+
+def is_event(obj: object) -> bool:
+    """Whether *obj* is a framework's event object (not an int, not a stream)."""
+    return (
+        not hasattr(obj, "__cuda_stream__")
+        and "Event" in type(obj).__name__
+        and _framework(obj) in _EVENT_ATTRIBUTES
+    )
+
+
+def event_handle(obj: object) -> tuple[int, int]:
+    """``(handle, device or -1)`` of an int event handle or a framework's event object."""
+    if isinstance(obj, bool):
+        raise TypeError(f"cannot use {obj!r} as a CUDA event: expected {_EVENT_INPUTS}")
+    if isinstance(obj, int):
+        return _as_int_handle(obj, obj, "event"), -1
+    if hasattr(obj, "__cuda_stream__"):
+        raise TypeError(f"{obj!r} is a stream, not an event: use stream.wait(other) for streams")
+    if not is_event(obj):
+        raise TypeError(f"cannot use {obj!r} as a CUDA event: expected {_EVENT_INPUTS}")
+    ptr = _as_int_handle(getattr(obj, _EVENT_ATTRIBUTES[_framework(obj)], None), obj, "event")
+    if ptr == 0:
+        raise ValueError(f"{obj!r} has no CUDA event yet (torch creates it at the first record())")
+    return ptr, _device_hint(obj)
+
+
+def as_stream(obj: object, device_id: int = -1) -> ExternalStream:
+    """An :class:`ExternalStream` for *obj*: an ExternalStream (returned as is), an
+    int handle, a ``__cuda_stream__`` object, or a torch / CuPy / numba / cuda.core
+    stream. Anything else raises ``TypeError`` listing what is accepted.
+    """
+    if isinstance(obj, _stream.ExternalStream) and device_id in (-1, obj._device):
+        return obj
+    return _stream.ExternalStream(obj, device_id)

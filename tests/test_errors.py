@@ -1,0 +1,73 @@
+"""CudaError: message, attributes, pickling; import and first use without a driver."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from extstream import CudaError, ExternalStream
+
+from .conftest import run_python
+
+
+def test_message_names_status_explanation_and_call() -> None:
+    err = CudaError(600, "cudaStreamQuery")
+    assert str(err) == "cudaErrorNotReady: device not ready (in cudaStreamQuery)"
+    assert (err.status, err.name, err.call) == (600, "cudaErrorNotReady", "cudaStreamQuery")
+    assert isinstance(err, RuntimeError)
+
+
+def test_without_call_the_message_has_no_location() -> None:
+    assert str(CudaError(400)) == "cudaErrorInvalidResourceHandle: invalid resource handle"
+
+
+def test_unknown_status_still_makes_a_readable_error() -> None:
+    err = CudaError(123456)
+    assert err.status == 123456
+    assert err.name == "cudaError123456"
+
+
+def test_no_driver_status_carries_a_hint() -> None:
+    assert "no usable NVIDIA driver" in str(CudaError(35, "cudaGetDeviceCount"))
+
+
+def test_pickles_with_every_attribute() -> None:
+    err = CudaError(700, "cudaStreamSynchronize")
+    back = pickle.loads(pickle.dumps(err))
+    assert type(back) is CudaError
+    assert (back.status, back.name, back.call, back.explanation, str(back)) == (
+        err.status,
+        err.name,
+        err.call,
+        err.explanation,
+        str(err),
+    )
+
+
+def test_unreadable_handle_is_refused_before_cuda_sees_it() -> None:
+    # CUDA would dereference 0x10 and kill the process; extstream refuses it.
+    with pytest.raises(CudaError) as info:
+        _ = ExternalStream(0x10, 0).done
+    assert info.value.name == "cudaErrorInvalidResourceHandle"
+    assert "0x10" in str(info.value)
+
+
+def test_import_touches_no_driver_and_first_use_raises_cuda_error() -> None:
+    # CUDA_VISIBLE_DEVICES="" hides every GPU, so this holds on GPU machines too.
+    result = run_python(
+        "import extstream\n"
+        "try:\n"
+        "    extstream.get_current_stream()\n"
+        "except extstream.CudaError as exc:\n"
+        "    print('CudaError', exc.name)\n",
+        env={"CUDA_VISIBLE_DEVICES": ""},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("CudaError cudaError"), result.stdout
+
+
+def test_bad_environment_flag_is_named() -> None:
+    result = run_python("import extstream", env={"EXTSTREAM_CHECK": "maybe"})
+    assert result.returncode != 0
+    assert "EXTSTREAM_CHECK='maybe'" in result.stderr

@@ -1,0 +1,35 @@
+"""Every example in examples/ runs to completion."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import ROOT, run_python
+
+EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("path", EXAMPLES, ids=[p.name for p in EXAMPLES])
+def test_example_runs(path: object) -> None:
+    result = run_python(
+        f"import runpy; runpy.run_path({str(path)!r}, run_name='__main__')", timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_self_check_runs_everywhere() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "extstream"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**__import__("os").environ, "PYTHONPATH": str(ROOT / "src")},
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "extstream " in result.stdout
+    assert "No CUDA GPU here" in result.stdout or "all checks passed" in result.stdout

@@ -1,0 +1,159 @@
+"""Host callbacks on a real GPU: order, holding the stream, lifetime, errors, context."""
+
+from __future__ import annotations
+
+import contextvars
+import gc
+import sys
+import threading
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from extstream import ExternalStream, Stream
+
+from .gpu_helpers import sleep_on, wait_until
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture
+def stream() -> Iterator[Stream]:
+    s = Stream()
+    yield s
+    s.synchronize()
+    s.close()
+
+
+@pytest.mark.parametrize("hold_stream", [True, False])
+def test_callbacks_run_in_stream_order(hold_stream: bool) -> None:
+    streams = [Stream() for _ in range(4)]
+    seen: dict[int, list[int]] = {i: [] for i in range(4)}
+    n = 2000
+    for i in range(n):
+        for k, s in enumerate(streams):
+            s.launch_host_func(seen[k].append, i, hold_stream=hold_stream)
+    for s in streams:
+        s.synchronize()
+    assert wait_until(lambda: all(len(v) == n for v in seen.values()))
+    for k in range(4):
+        assert seen[k] == list(range(n))
+    for s in streams:
+        s.close()
+
+
+def test_hold_stream_true_holds_later_gpu_work(stream: Stream) -> None:
+    torch = pytest.importorskip("torch")
+    pinned = torch.zeros(1, dtype=torch.int64).pin_memory()
+    on_gpu = torch.zeros(1, dtype=torch.int64, device="cuda")
+    sleep_on(stream, 0.1)  # the callback runs late: without holding, the copy reads 0
+    stream.launch_host_func(lambda t: t.fill_(42), pinned)
+    with torch.cuda.stream(torch.cuda.ExternalStream(stream.ptr)):
+        on_gpu.copy_(pinned, non_blocking=True)
+    stream.synchronize()
+    assert on_gpu.item() == 42
+
+
+def test_hold_stream_false_does_not_hold_the_stream(stream: Stream) -> None:
+    release = threading.Event()
+    started = threading.Event()
+
+    def slow(_: object) -> None:
+        started.set()
+        release.wait(10)
+
+    stream.launch_host_func(slow, None, hold_stream=False)
+    assert started.wait(5)
+    stream.synchronize(timeout=5)  # the GPU went on while the callback still runs
+    release.set()
+
+
+def test_arg_lives_until_the_callback_ran(stream: Stream) -> None:
+    class Payload:
+        pass
+
+    seen: list[str] = []
+    sleep_on(stream, 1.0)
+    payload = Payload()
+    ref = weakref.ref(payload)
+    stream.launch_host_func(lambda p: seen.append(type(p).__name__), payload)
+    del payload
+    gc.collect()
+    assert not stream.done and seen == []  # still pending, and only the launch holds it
+    assert ref() is not None
+    stream.synchronize()
+    assert seen == ["Payload"]
+    gc.collect()
+    assert ref() is None
+
+
+def test_exceptions_reach_unraisablehook_and_later_callbacks_run(
+    stream: Stream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reports: list[Any] = []
+    monkeypatch.setattr(sys, "unraisablehook", reports.append)
+    seen: list[int] = []
+
+    def boom(_: object) -> None:
+        raise ValueError("from a callback")
+
+    stream.launch_host_func(boom, None)
+    stream.launch_host_func(seen.append, 1)
+    stream.synchronize()
+    assert seen == [1]
+    assert len(reports) == 1
+    assert isinstance(reports[0].exc_value, ValueError)
+    assert "host callback" in reports[0].err_msg
+
+
+def test_callback_sees_the_enqueuers_context(stream: Stream) -> None:
+    var: contextvars.ContextVar[str] = contextvars.ContextVar("var", default="unset")
+    seen: list[str] = []
+    var.set("enqueued")
+    stream.launch_host_func(lambda _: seen.append(var.get()), None)
+    var.set("later")
+    stream.synchronize()
+    assert seen == ["enqueued"]
+
+
+def test_add_callback_passes_stream_status_and_arg(stream: Stream) -> None:
+    seen: list[tuple[Any, ...]] = []
+    stream.add_callback(lambda s, status, arg: seen.append((s, status, arg)), "x")
+    stream.add_callback(
+        lambda s, status, arg: seen.append((s, status, arg)), "y", hold_stream=False
+    )
+    stream.synchronize()
+    assert wait_until(lambda: len(seen) == 2)
+    assert sorted(seen, key=lambda t: t[2]) == [(stream, 0, "x"), (stream, 0, "y")]
+
+
+def test_waiting_inside_a_held_callback_raises(stream: Stream) -> None:
+    errors: list[BaseException] = []
+
+    def wait_for_own_stream(s: ExternalStream) -> None:
+        try:
+            s.synchronize()
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    stream.launch_host_func(wait_for_own_stream, stream)
+    stream.synchronize()
+    assert len(errors) == 1 and "deadlock" in str(errors[0])
+
+
+def test_callbacks_need_a_callable(stream: Stream) -> None:
+    with pytest.raises(TypeError, match="callable"):
+        stream.launch_host_func(42, None)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="hold_stream"):
+        stream.launch_host_func(print, None, hold_stream=1)  # type: ignore[arg-type]
+
+
+def test_callbacks_from_a_thread_that_never_used_cuda(stream: Stream) -> None:
+    seen: list[int] = []
+    worker = threading.Thread(target=lambda: stream.launch_host_func(seen.append, 1))
+    worker.start()
+    worker.join()
+    stream.synchronize()
+    assert seen == [1]

@@ -1,0 +1,90 @@
+"""Streams and events of torch, CuPy, numba and cuda.core, wrapped on a real GPU."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+from extstream import Event, ExternalStream, Stream, as_stream
+
+from .gpu_helpers import sleep_on
+
+pytestmark = pytest.mark.gpu
+
+
+def _check_wrapped(native: object, ptr: int) -> None:
+    wrapped = as_stream(native)
+    assert (wrapped.ptr, wrapped.device_id) == (ptr, 0)
+    assert ExternalStream(native) == wrapped
+    sleep_on(wrapped, 0.05)
+    assert not wrapped.done
+    wrapped.synchronize()
+    assert wrapped.done
+
+
+def test_torch_streams_and_events() -> None:
+    torch = pytest.importorskip("torch")
+    native = torch.cuda.Stream()
+    _check_wrapped(native, native.cuda_stream)
+    _check_wrapped(torch.cuda.ExternalStream(native.cuda_stream), native.cuda_stream)
+    default = as_stream(torch.cuda.default_stream())
+    assert (default.ptr, default.device_id) == (0, 0)
+    event = torch.cuda.Event()
+    event.record(native)
+    mine = Stream()
+    mine.wait_event(event)
+    mine.wait(event)
+    assert mine.record(event).ptr == event.cuda_event
+    mine.synchronize()
+    mine.close()
+
+
+def test_cupy_streams_and_events() -> None:
+    cupy = pytest.importorskip("cupy")
+    native = cupy.cuda.Stream(non_blocking=True)
+    _check_wrapped(native, native.ptr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        external = cupy.cuda.ExternalStream(native.ptr)
+    _check_wrapped(external, native.ptr)
+    event = cupy.cuda.Event()
+    event.record(native)
+    as_stream(native).wait_event(event)
+    assert as_stream(native).record(event).ptr == event.ptr
+
+
+def test_numba_streams_and_events() -> None:
+    cuda = pytest.importorskip("numba.cuda")
+    native = cuda.stream()
+    ptr = as_stream(native).ptr
+    assert ptr not in (0, 1, 2)
+    _check_wrapped(native, ptr)
+    event = cuda.event()
+    event.record(native)
+    as_stream(native).wait_event(event)
+
+
+def test_cuda_core_streams_and_events() -> None:
+    core = pytest.importorskip("cuda.core")
+    device = core.Device(0)
+    device.set_current()
+    native = device.create_stream()
+    _check_wrapped(native, int(native.handle))
+    event = native.record()
+    mine = Stream()
+    mine.wait_event(event)
+    mine.synchronize()
+    mine.close()
+    native.close()
+
+
+def test_extstream_objects_are_accepted_by_the_frameworks() -> None:
+    torch = pytest.importorskip("torch")
+    mine = Stream()
+    torch_view = torch.cuda.ExternalStream(mine.ptr)
+    assert torch_view.cuda_stream == mine.ptr
+    event = Event()
+    event.record(mine)
+    assert Event.from_handle(event.ptr, 0) == event
+    mine.close()
