@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from extstream import ExternalStream, Stream
+from extstream import CudaError, ExternalStream, Stream
+from extstream import _callbacks as extstream_callbacks
 
 from .gpu_helpers import sleep_on, wait_until
 
@@ -31,13 +32,13 @@ def stream() -> Iterator[Stream]:
 def test_callbacks_run_in_stream_order(hold_stream: bool) -> None:
     streams = [Stream() for _ in range(4)]
     seen: dict[int, list[int]] = {i: [] for i in range(4)}
-    n = 2000
+    n = 25_000  # 100k callbacks in all
     for i in range(n):
         for k, s in enumerate(streams):
             s.launch_host_func(seen[k].append, i, hold_stream=hold_stream)
     for s in streams:
         s.synchronize()
-    assert wait_until(lambda: all(len(v) == n for v in seen.values()))
+    assert wait_until(lambda: all(len(v) == n for v in seen.values()), timeout=60)
     for k in range(4):
         assert seen[k] == list(range(n))
     for s in streams:
@@ -157,3 +158,48 @@ def test_callbacks_from_a_thread_that_never_used_cuda(stream: Stream) -> None:
     worker.join()
     stream.synchronize()
     assert seen == [1]
+
+
+@pytest.mark.parametrize("hold_stream", [True, False])
+def test_captured_callbacks_fire_on_every_replay_and_are_released(hold_stream: bool) -> None:
+    torch = pytest.importorskip("torch")
+    side = torch.cuda.Stream()
+    wrapped = ExternalStream(side)
+    x = torch.zeros(4, device="cuda")
+    fired: list[int] = []
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, stream=side):
+        x.add_(1)
+        wrapped.launch_host_func(fired.append, 7, hold_stream=hold_stream)
+    captured = extstream_callbacks.captured_count()
+    assert captured >= 1
+    for _ in range(5):
+        graph.replay()
+    torch.cuda.synchronize()
+    assert wait_until(lambda: len(fired) >= 5)
+    assert fired == [7] * 5  # the capture itself does not run it
+    del graph
+    gc.collect()
+    torch.cuda.synchronize()
+    assert wait_until(lambda: extstream_callbacks.captured_count() == captured - 1)
+
+
+def test_waiting_on_a_capturing_stream_raises_and_enqueues_nothing() -> None:
+    torch = pytest.importorskip("torch")
+    side = torch.cuda.Stream()
+    wrapped = ExternalStream(side)
+    graph = torch.cuda.CUDAGraph()
+    errors: list[CudaError] = []
+    pending = extstream_callbacks.pending_count()
+    try:
+        with torch.cuda.graph(graph, stream=side):
+            torch.zeros(4, device="cuda").add_(1)
+            for wait in (lambda: wrapped.done, wrapped.synchronize):
+                try:
+                    wait()
+                except CudaError as exc:
+                    errors.append(exc)
+    except RuntimeError:
+        pass  # torch reports the capture that the refused query invalidated
+    assert [e.name.startswith("cudaErrorStreamCapture") for e in errors] == [True, True], errors
+    assert extstream_callbacks.pending_count() == pending

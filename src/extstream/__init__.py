@@ -6,6 +6,7 @@ gets somewhere, and keep a per-thread, per-task current stream. Importing
 extstream never touches the CUDA driver; the first CUDA call does.
 """
 
+from . import _fork  # noqa: F401 - registers the fork handler
 from ._config import debug_checks_enabled, set_debug_checks
 from ._current import get_current_stream
 from ._errors import CudaError

@@ -1,80 +1,213 @@
 """Host callbacks: Python code that runs when a stream reaches a point.
 
-Each launch stores ``(function, args, context)`` in a table under a fresh int key
-and enqueues a host function with that key as its user data; the table keeps the
-Python objects alive until CUDA has called back, then drops them. Two host
-functions exist, made once:
+Three ways a callback reaches Python, each chosen by measurement
+(benchmarks/callbacks.py) or forced by a rule:
 
-- *held* (``hold_stream=True``) runs the callback on CUDA's host-function
-  thread, so later work on the stream waits until it returned;
-- *notify* (``hold_stream=False``) only hands the key to a dispatcher thread and
-  returns at once, so the GPU never waits for Python.
+- *held* (``hold_stream=True``): a ctypes host function runs the callback on
+  CUDA's host-function thread, taking the GIL there (as CuPy does), so later
+  work on the stream waits until it returned. The launch keeps
+  ``(function, args, context)`` in a table under an int key until it ran.
+- *notify* (``hold_stream=False``): the host functions are libc's ``sem_post``,
+  which needs no GIL: one posts the stream's own semaphore, one wakes the
+  dispatcher thread. The dispatcher runs each stream's callbacks in launch order
+  as their semaphore allows. The GPU never waits for Python, and CUDA's thread
+  never touches Python, so no GIL deadlock is possible.
+- *captured*: a launch into a stream that is being captured into a CUDA graph
+  becomes a graph node that fires on every replay, so its entry is not removed
+  when it runs. CUDA owns a user object per entry whose destructor (again a
+  GIL-free ``sem_post``) tells extstream when the graph and all its instances
+  are gone; the entry is dropped at the next launch or dispatch after that.
 
-A callback that raises is reported through ``sys.unraisablehook`` and the process
-goes on. Callbacks must not call CUDA (CUDA's rule for host functions); a wait
-from a held callback, which could never finish, raises ``RuntimeError``.
+A callback that raises is reported through ``sys.unraisablehook``. Callbacks
+must not call CUDA (CUDA's rule for host functions); a blocking wait from a held
+callback, which could never finish, raises ``RuntimeError``.
+
+At interpreter exit, callbacks that have not run are dropped with a warning,
+after waiting (up to ``EXTSTREAM_EXIT_TIMEOUT`` seconds, default 10) for held
+ones to pass, so that CUDA's thread never enters a finalizing interpreter.
 """
 
 from __future__ import annotations
 
+import atexit
+import collections
 import contextvars
+import ctypes
 import itertools
+import os
 import queue
 import sys
 import threading
+import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
-from . import _cuda
-from ._errors import raise_cuda_error
+from . import _cuda, _device, _native
+from ._errors import CudaError, raise_cuda_error
 
 _SUCCESS = _cuda.SUCCESS
+_CAPTURE_NONE = 0  # CU_STREAM_CAPTURE_STATUS_NONE
+_EXIT_TIMEOUT = float(os.environ.get("EXTSTREAM_EXIT_TIMEOUT", "10"))
 
-_pending: dict[int, tuple[Callable[..., object], tuple[object, ...], contextvars.Context]] = {}
+# An entry: [function, args, context]. Lists, so that a failed launch can find
+# and remove its own entry by identity.
+Entry = list[Any]
+
+_held: dict[int, Entry] = {}
+_captured: dict[int, tuple[Entry, int]] = {}  # key -> (entry, release semaphore)
 _next_key = itertools.count(1).__next__
-
+_dropping = False  # set at exit: callbacks that still arrive are skipped
+_dropped = 0
 
 # The threads on which CUDA has run held callbacks: CUDA's own host-function
 # threads, where every blocking wait would wait for itself.
 callback_threads: set[int] = set()
 
 
-def _run(key: int) -> None:
-    function, args, context = _pending.pop(key)
+def _run(entry: Entry) -> None:
+    global _dropped
+    function, args, context = entry
+    if _dropping:
+        _dropped += 1
+        return
     try:
         context.run(function, *args)
     except BaseException as exc:  # a callback must never take the process down
         report_unraisable(exc, f"Exception ignored in extstream host callback {function!r}")
 
 
-def _run_holding_stream(key: int) -> None:
+def _run_held(key: int) -> None:
     callback_threads.add(threading.get_ident())
-    _run(key)
+    _run(_held.pop(key))
 
 
-_dispatch_queue: queue.SimpleQueue[int] = queue.SimpleQueue()
+def _run_captured(key: int) -> None:
+    callback_threads.add(threading.get_ident())
+    item = _captured.get(key)
+    if item is not None:
+        _run(item[0])
+
+
+def _notify_captured(key: int) -> None:
+    _captured_ready.put(key)
+    _native.post(_wake_semaphore())
+
+
+_HELD = _cuda.host_function(_run_held)
+_HELD_CAPTURED = _cuda.host_function(_run_captured)
+_NOTIFY_CAPTURED = _cuda.host_function(_notify_captured)
+
+
+class _StreamQueue:
+    """The notifications of one stream, in launch order, and the semaphore CUDA posts."""
+
+    __slots__ = ("entries", "lock", "semaphore")
+
+    def __init__(self) -> None:
+        self.entries: collections.deque[Entry] = collections.deque()
+        self.lock = threading.Lock()  # launch order must be queue order
+        self.semaphore = _native.new_semaphore()
+
+
+_queues: dict[object, _StreamQueue] = {}
+_queues_lock = threading.Lock()
+_active: set[object] = set()  # keys of queues that may have entries
+_captured_ready: queue.SimpleQueue[int] = queue.SimpleQueue()
+_wake = 0
 _dispatcher: threading.Thread | None = None
 _dispatcher_lock = threading.Lock()
 
 
-def _dispatch_forever() -> None:
-    get = _dispatch_queue.get
+def _wake_semaphore() -> int:
+    global _wake
+    if not _wake:
+        _wake = _native.new_semaphore()
+    return _wake
+
+
+def _drain() -> None:
+    """Run every notification whose host function has fired."""
     while True:
-        _run(get())
+        try:
+            captured_key = _captured_ready.get_nowait()
+        except queue.Empty:
+            break
+        item = _captured.get(captured_key)
+        if item is not None:
+            _run(item[0])
+    for key in list(_active):
+        stream_queue = _queues[key]
+        entries = stream_queue.entries
+        while entries and _native.try_take(stream_queue.semaphore):
+            _run(entries.popleft())
+        if not entries:
+            _active.discard(key)
+            if entries:  # a launch appended after the check: keep it visible
+                _active.add(key)
+
+
+def _dispatch_forever() -> None:
+    wake = _wake_semaphore()
+    while True:
+        _native.take(wake)
+        _drain()
+        if _captured:
+            _release_finished_graphs()
 
 
 def _start_dispatcher() -> None:
     global _dispatcher
     with _dispatcher_lock:
-        if _dispatcher is None or not _dispatcher.is_alive():
+        if _dispatcher is None:
             _dispatcher = threading.Thread(
                 target=_dispatch_forever, name="extstream-callbacks", daemon=True
             )
             _dispatcher.start()
 
 
-_HELD = _cuda.host_function(_run_holding_stream)
-_NOTIFY = _cuda.host_function(_dispatch_queue.put)
+def _stream_queue(ptr: int) -> _StreamQueue:
+    # Special handles are per device, and handle 2 is per thread as well.
+    key: object = ptr
+    if ptr <= 2:
+        key = (ptr, _device.current_device(), threading.get_ident() if ptr == 2 else 0)
+    stream_queue = _queues.get(key)
+    if stream_queue is None:
+        with _queues_lock:
+            stream_queue = _queues.setdefault(key, _StreamQueue())
+    _active.add(key)
+    return stream_queue
+
+
+def enqueue_host_function(ptr: int, direct: bool, function: int, user_data: int) -> None:
+    """Enqueue the C host function *function* with *user_data* on stream *ptr*.
+
+    *direct*: try the driver's entry point first (the handle is checked and needs
+    no device switch); the runtime path runs otherwise, or if that fails.
+    cuda.bindings' ``cudaLaunchHostFunc`` frees its own wrapper after one call,
+    so it serves only host functions that run once (never graph nodes).
+    """
+    if direct and not _cuda.launch_host_func(ptr, function, user_data):
+        return
+    err = _cuda.cudaLaunchHostFunc(_cuda.stream_t(ptr), _cuda.host_fn_t(function), user_data)[0]
+    if err is not _SUCCESS:
+        raise_cuda_error(err, "cudaLaunchHostFunc")
+
+
+_capture_status = ctypes.c_int()
+_capture_status_address = ctypes.addressof(_capture_status)
+_capture_lock = threading.Lock()
+
+
+def _is_capturing(ptr: int, direct: bool) -> bool:
+    if direct:
+        with _capture_lock:
+            if not _cuda.stream_is_capturing(ptr, _capture_status_address):
+                return _capture_status.value != _CAPTURE_NONE
+    err, status = _cuda.cudaStreamIsCapturing(_cuda.stream_t(ptr))
+    if err is not _SUCCESS:
+        raise_cuda_error(err, "cudaStreamIsCapturing")
+    return status is not _cuda.CAPTURE_NONE
 
 
 def launch(
@@ -84,31 +217,91 @@ def launch(
     args: tuple[object, ...],
     hold_stream: bool,
 ) -> None:
-    """Enqueue ``function(*args)`` on the stream *ptr*.
-
-    *direct*: try the driver's entry point first (the handle is checked and
-    needs no device switch); the runtime path runs otherwise, or if that fails.
-    """
+    """Enqueue ``function(*args)`` on the stream *ptr* (see the module doc)."""
     if not callable(function):
         raise TypeError(f"callback must be callable, not {function!r}")
     if not isinstance(hold_stream, bool):
         raise TypeError(f"hold_stream must be a bool, not {hold_stream!r}")
+    entry: Entry = [function, args, contextvars.copy_context()]
+    if _is_capturing(ptr, direct):
+        _launch_captured(ptr, direct, entry, hold_stream)
+    elif hold_stream:
+        key = _next_key()
+        _held[key] = entry
+        try:
+            enqueue_host_function(ptr, direct, _HELD, key)
+        except BaseException:
+            del _held[key]
+            raise
+    else:
+        _launch_notification(ptr, direct, entry)
+
+
+def _launch_notification(ptr: int, direct: bool, entry: Entry) -> None:
+    if _dispatcher is None:
+        _start_dispatcher()
+    stream_queue = _stream_queue(ptr)
+    with stream_queue.lock:
+        stream_queue.entries.append(entry)
+        try:
+            enqueue_host_function(ptr, direct, _native.SEM_POST_ADDRESS, stream_queue.semaphore)
+        except BaseException:
+            stream_queue.entries.pop()  # ours: the lock kept others out
+            raise
+    enqueue_host_function(ptr, direct, _native.SEM_POST_ADDRESS, _wake_semaphore())
+
+
+def _launch_captured(ptr: int, direct: bool, entry: Entry, hold_stream: bool) -> None:
     if not hold_stream and _dispatcher is None:
         _start_dispatcher()
-    key = _next_key()
-    _pending[key] = (function, args, contextvars.copy_context())
-    host_function = _HELD if hold_stream else _NOTIFY
-    if direct and not _cuda.launch_host_func(ptr, host_function, key):
-        return
-    err = _cuda.cudaLaunchHostFunc(_cuda.stream_t(ptr), _cuda.host_fn_t(host_function), key)[0]
+    _release_finished_graphs()
+    info = _cuda.cudaStreamGetCaptureInfo(_cuda.stream_t(ptr))
+    if info[0] is not _SUCCESS:
+        raise_cuda_error(info[0], "cudaStreamGetCaptureInfo")
+    graph = info[3]
+    release = _native.new_semaphore()
+    err, user_object = _cuda.cudaUserObjectCreate(
+        release,
+        _cuda.host_fn_t(_native.SEM_POST_ADDRESS),
+        1,
+        _cuda.USER_OBJECT_NO_DESTRUCTOR_SYNC,
+    )
     if err is not _SUCCESS:
-        del _pending[key]
-        raise_cuda_error(err, "cudaLaunchHostFunc")
+        raise_cuda_error(err, "cudaUserObjectCreate")
+    err = _cuda.cudaGraphRetainUserObject(graph, user_object, 1, _cuda.GRAPH_USER_OBJECT_MOVE)[0]
+    if err is not _SUCCESS:
+        raise_cuda_error(err, "cudaGraphRetainUserObject")
+    key = _next_key()
+    _captured[key] = (entry, release)
+    # The driver's entry point, never cuda.bindings' runtime wrapper: that one is
+    # freed after the first replay (cuda-python #790).
+    status = _cuda.launch_host_func(ptr, _HELD_CAPTURED if hold_stream else _NOTIFY_CAPTURED, key)
+    if status:
+        del _captured[key]
+        raise CudaError(
+            _cuda.ERROR_NOT_SUPPORTED,
+            "cuLaunchHostFunc",
+            None,
+            f"the driver refused a host function in a capturing stream (CUresult {status})",
+        )
+
+
+def _release_finished_graphs() -> None:
+    """Drop the entries of captured callbacks whose graphs CUDA has destroyed."""
+    for key, (_, release) in list(_captured.items()):
+        if _native.try_take(release):
+            del _captured[key]
 
 
 def pending_count() -> int:
-    """How many launched callbacks have not run yet."""
-    return len(_pending)
+    """Launched callbacks that have not run yet (captured ones not counted)."""
+    return len(_held) + sum(len(q.entries) for q in list(_queues.values()))
+
+
+def captured_count() -> int:
+    """Callbacks kept for CUDA graphs that still exist (as far as extstream knows yet)."""
+    _release_finished_graphs()
+    return len(_captured)
 
 
 def raise_if_holding_stream(what: str) -> None:
@@ -119,6 +312,46 @@ def raise_if_holding_stream(what: str) -> None:
             "for work that waits for this callback (deadlock); use hold_stream=False "
             "for callbacks that need to wait"
         )
+
+
+def _at_exit() -> None:
+    global _dropping
+    _dropping = True
+    deadline = time.monotonic() + _EXIT_TIMEOUT
+    while _held and time.monotonic() < deadline:
+        time.sleep(0.002)  # CUDA's thread runs (and skips) the held callbacks meanwhile
+    dropped = _dropped + pending_count()
+    if dropped:
+        warnings.warn(
+            f"extstream dropped {dropped} host callback(s) still pending at interpreter exit",
+            RuntimeWarning,
+            stacklevel=1,
+        )
+    if _held:
+        # The GPU has not reached them: CUDA's thread would enter Python after
+        # finalization, which can crash or hang. Leave before that can happen.
+        sys.stderr.write(
+            f"extstream: {len(_held)} held host callback(s) still not reached by the GPU "
+            f"after {_EXIT_TIMEOUT} s at exit; exiting now (EXTSTREAM_EXIT_TIMEOUT sets the wait)\n"
+        )
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(1)
+
+
+atexit.register(_at_exit)
+
+
+def forget_after_fork() -> None:
+    """In a forked child: the parent's callbacks and dispatcher are not ours."""
+    global _dispatcher, _wake
+    _dispatcher = None
+    _wake = 0
+    _held.clear()
+    _captured.clear()
+    _queues.clear()
+    _active.clear()
+    callback_threads.clear()
 
 
 _unraisable_args_type: Any = None

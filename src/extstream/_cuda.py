@@ -17,12 +17,14 @@ The CUDA runtime functions extstream uses, and nothing more:
 - devices and versions: cudaGetDevice, cudaSetDevice, cudaGetDeviceCount,
   cudaGetDeviceProperties, cudaDriverGetVersion, cudaRuntimeGetVersion
 - errors: cudaGetErrorName, cudaGetErrorString
+- graphs (host callbacks captured into one): cudaStreamGetCaptureInfo,
+  cudaUserObjectCreate, cudaGraphRetainUserObject
 
 The hot calls take the cheapest path measured on an H100 (benchmarks/call_paths.py):
 
 - ``stream_query``, ``stream_synchronize``, ``event_query``,
-  ``event_synchronize`` and ``launch_host_func`` call the driver's entry points
-  (``cuStreamQuery`` ...) through ctypes on an int handle, found once with
+  ``event_synchronize``, ``stream_is_capturing`` and ``launch_host_func`` call
+  the driver's entry points (``cuStreamQuery`` ...) through ctypes on an int handle, found once with
   ``cuGetProcAddress``; this skips cuda.bindings' per-call wrapping and
   releases the GIL. They return the int ``CUresult``.
 - ``cuEventRecord`` and ``cuStreamWaitEvent`` are cuda.bindings' driver calls on
@@ -32,15 +34,13 @@ The hot calls take the cheapest path measured on an H100 (benchmarks/call_paths.
 Driver calls need a current context and report driver errors, so callers treat
 any status but success (and not-ready, for queries) by repeating the call
 through the runtime, which sets up the primary context and gives the runtime's
-error. Until the first use, and where there is no driver, the ctypes calls are
-stand-ins that report failure, so that runtime path is taken.
+error. The first call of any of them binds them all; where there is no driver,
+they become stand-ins that report failure, so that the runtime path is taken.
 """
 
 from __future__ import annotations
 
 import ctypes
-import os
-import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -49,12 +49,15 @@ import cuda.bindings
 from cuda.bindings import driver as _driver
 from cuda.bindings import runtime as _rt
 
+from . import _native
+
 BACKEND = "cuda"
 BINDINGS_VERSION: str = cuda.bindings.__version__
 
 SUCCESS: Any = _rt.cudaError_t.cudaSuccess
 NOT_READY: Any = _rt.cudaError_t.cudaErrorNotReady
 ERROR_INVALID_RESOURCE_HANDLE = int(_rt.cudaError_t.cudaErrorInvalidResourceHandle)
+ERROR_NOT_SUPPORTED = int(_rt.cudaError_t.cudaErrorNotSupported)
 CAPTURE_NONE: Any = _rt.cudaStreamCaptureStatus.cudaStreamCaptureStatusNone
 
 STREAM_NON_BLOCKING = int(_rt.cudaStreamNonBlocking)
@@ -88,22 +91,35 @@ cudaSetDevice = _rt.cudaSetDevice
 cudaGetDeviceCount = _rt.cudaGetDeviceCount
 cudaGetDeviceProperties = _rt.cudaGetDeviceProperties
 cudaDriverGetVersion = _rt.cudaDriverGetVersion
+cudaStreamGetCaptureInfo = _rt.cudaStreamGetCaptureInfo
+cudaUserObjectCreate = _rt.cudaUserObjectCreate
+cudaGraphRetainUserObject = _rt.cudaGraphRetainUserObject
+USER_OBJECT_NO_DESTRUCTOR_SYNC = int(_rt.cudaUserObjectFlags.cudaUserObjectNoDestructorSync)
+GRAPH_USER_OBJECT_MOVE = int(_rt.cudaUserObjectRetainFlags.cudaGraphUserObjectMove)
 cudaRuntimeGetVersion = _rt.cudaRuntimeGetVersion
 
 
 _FAILED = -1  # the stand-ins' status: not a CUresult, so the runtime path runs
 
 
-def _not_loaded(*args: object) -> int:
-    load_driver_entry_points()
-    return _FAILED
+def _loads_first(name: str) -> Callable[..., int]:
+    """A stand-in for the ctypes call *name*: binds them all, then makes the call."""
+
+    def stand_in(*args: Any) -> int:
+        load_driver_entry_points()
+        function: Callable[..., int] = globals()[name]
+        return function(*args)
+
+    return stand_in
 
 
-stream_query: Callable[[int], int] = _not_loaded
-stream_synchronize: Callable[[int], int] = _not_loaded
-event_query: Callable[[int], int] = _not_loaded
-event_synchronize: Callable[[int], int] = _not_loaded
-launch_host_func: Callable[[int, int, int], int] = _not_loaded
+stream_query: Callable[[int], int] = _loads_first("stream_query")
+stream_synchronize: Callable[[int], int] = _loads_first("stream_synchronize")
+event_query: Callable[[int], int] = _loads_first("event_query")
+event_synchronize: Callable[[int], int] = _loads_first("event_synchronize")
+launch_host_func: Callable[[int, int, int], int] = _loads_first("launch_host_func")
+# (stream, address of an int that receives the CUstreamCaptureStatus)
+stream_is_capturing: Callable[[int, int], int] = _loads_first("stream_is_capturing")
 
 CUstream = _driver.CUstream
 CUevent = _driver.CUevent
@@ -118,7 +134,10 @@ _ENTRY_POINTS: dict[str, tuple[str, tuple[Any, ...]]] = {
     "event_query": ("cuEventQuery", (_P,)),
     "event_synchronize": ("cuEventSynchronize", (_P,)),
     "launch_host_func": ("cuLaunchHostFunc", (_P, _P, _P)),
+    "stream_is_capturing": ("cuStreamIsCapturing", (_P, _P)),
 }
+#: The names of the ctypes driver calls.
+DIRECT_CALLS = frozenset(_ENTRY_POINTS)
 _load_lock = threading.Lock()
 #: Whether the ctypes calls reach the driver (False: every call takes the runtime path).
 direct_driver_calls = False
@@ -199,43 +218,4 @@ def handle_is_valid(ptr: int) -> bool:
     mapped in this process kills it with SIGSEGV. The real runtime cannot tell a
     stream from other readable memory, but it can refuse unreadable addresses.
     """
-    return ptr <= 2 or _address_is_readable(ptr)
-
-
-_probe_lock = threading.Lock()
-_probe_pipe: tuple[int, int] | None = None
-
-
-def _forget_probe_pipe() -> None:
-    # A forked child gets its own pipe: sharing one would mix the processes' bytes.
-    global _probe_pipe
-    _probe_pipe = None
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_probe_pipe)
-
-if sys.platform.startswith("linux") or sys.platform == "darwin":
-    _libc = ctypes.CDLL(None, use_errno=True)
-    _libc_write = _libc.write
-    _libc_write.argtypes = (ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t)
-    _libc_write.restype = ctypes.c_ssize_t
-
-    def _address_is_readable(address: int, size: int = 16) -> bool:
-        # write(2) from the address into a pipe: the kernel reports EFAULT for
-        # unmapped memory instead of faulting, so nothing can crash here.
-        global _probe_pipe
-        with _probe_lock:
-            if _probe_pipe is None:
-                _probe_pipe = os.pipe()
-            reader, writer = _probe_pipe
-            written = _libc_write(writer, address, size)
-            if written <= 0:
-                return False
-            os.read(reader, written)
-            return True
-
-else:  # pragma: no cover - no cheap safe probe elsewhere; trust the caller
-
-    def _address_is_readable(address: int, size: int = 16) -> bool:
-        return True
+    return ptr <= 2 or _native.address_is_readable(ptr)

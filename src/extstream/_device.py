@@ -10,7 +10,6 @@ from . import _cuda
 from ._errors import raise_cuda_error
 
 _SUCCESS = _cuda.SUCCESS
-_cudaGetDevice = _cuda.cudaGetDevice
 
 # The device count is fixed for the life of a process (CUDA reads
 # CUDA_VISIBLE_DEVICES once), so it is asked once, on first need.
@@ -41,6 +40,11 @@ def device_count() -> int:
     return _count
 
 
+def cuda_was_used() -> bool:
+    """Whether this process has asked CUDA for its devices (CUDA is initialised)."""
+    return _count is not None
+
+
 def current_device() -> int:
     """The calling thread's current CUDA device.
 
@@ -49,7 +53,7 @@ def current_device() -> int:
     """
     if _count == 1 or (_count is None and device_count() == 1):
         return 0
-    err, device = _cudaGetDevice()
+    err, device = _cuda.cudaGetDevice()
     if err is not _SUCCESS:
         raise_cuda_error(err, "cudaGetDevice")
     return int(device)

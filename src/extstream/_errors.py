@@ -6,10 +6,12 @@ from typing import Any, NoReturn
 
 from . import _cuda
 
-# Statuses that mean "this machine cannot run CUDA at all", with what to do.
+# Statuses whose CUDA text alone leaves the user guessing, with what to do.
 _NO_GPU_STATUSES = {
+    3: "in a process forked from one that used CUDA? start it with the 'spawn' method",
     35: "no usable NVIDIA driver was found (CPU-only machine or container without GPU access?)",
     100: "no CUDA-capable device is visible (check CUDA_VISIBLE_DEVICES)",
+    900: "the stream is being captured into a CUDA graph: wait after the capture ends",
     999: "the driver reported an unknown error (is the GPU reachable from this container?)",
 }
 

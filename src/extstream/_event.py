@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import threading
+from collections.abc import Generator
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from . import _callbacks, _cuda, _current, _device, _interop
+from . import _cuda, _current, _device, _interop, _stream, _wait
 from ._errors import CudaError, raise_cuda_error
 from ._interop import MAX_HANDLE
-from ._wait import poll_until
 
 if TYPE_CHECKING:
     from ._stream import ExternalStream
@@ -150,16 +151,35 @@ class Event:
         raise_cuda_error(err, "cudaEventQuery")
 
     def synchronize(self, timeout: float | None = None) -> None:
-        """Wait for the event; with *timeout* (s), ``TimeoutError`` when it passes."""
-        _callbacks.raise_if_holding_stream("Event.synchronize()")
+        """Wait for the event; with *timeout* (s), ``TimeoutError`` when it passes.
+
+        In the main thread, and with a timeout, the wait answers Ctrl-C at once.
+        """
+        _wait.raise_if_holding_stream("Event.synchronize()")
         if timeout is not None:
-            poll_until(lambda: self.done, timeout, f"event {self._ptr:#x}")
-            return
-        ptr = self._ready_ptr()
-        if _cuda.event_synchronize(ptr):
-            err = _cuda.cudaEventSynchronize(_cuda.event_t(ptr))[0]
-            if err is not _SUCCESS:
-                raise_cuda_error(err, "cudaEventSynchronize")
+            _wait.check_timeout(timeout)
+        if timeout is None and threading.get_ident() != _wait.MAIN_THREAD:
+            ptr = self._ready_ptr()
+            if _cuda.event_synchronize(ptr):
+                err = _cuda.cudaEventSynchronize(_cuda.event_t(ptr))[0]
+                if err is not _SUCCESS:
+                    raise_cuda_error(err, "cudaEventSynchronize")
+        elif not self.done and not _wait.spin_until(lambda: self.done):
+            waiter = _borrow_waiter(self._device)
+            waiter.wait_event(self)
+            waiter.synchronize(timeout)
+            _idle_waiters[waiter.device_id].append(waiter)
+
+    def __await__(self) -> Generator[Any, None, None]:
+        """``await event``: wait for it without blocking the event loop."""
+        return self._wait_async().__await__()
+
+    async def _wait_async(self) -> None:
+        if not self.done:
+            waiter = _borrow_waiter(self._device)
+            waiter.wait_event(self)
+            await waiter
+            _idle_waiters[waiter.device_id].append(waiter)
 
     def elapsed_time(self, end: Event) -> float:
         """Milliseconds from this event to *end*; waits for *end* to complete.
@@ -220,6 +240,20 @@ class Event:
 
     def __reduce__(self) -> NoReturn:
         raise TypeError(f"cannot pickle {self!r}: an event handle means nothing in another process")
+
+
+# Streams that only wait for events, so that a wait on an event has a stream to
+# put its host function on. Each wait borrows one of its own: waits on a shared
+# stream would queue behind each other.
+_idle_waiters: collections.defaultdict[int, list[ExternalStream]] = collections.defaultdict(list)
+
+
+def _borrow_waiter(device_id: int) -> ExternalStream:
+    device = _device.current_device() if device_id < 0 else device_id
+    try:
+        return _idle_waiters[device].pop()
+    except IndexError:
+        return _stream.Stream(device)
 
 
 def as_event(obj: object, stream: ExternalStream | None = None) -> Event:

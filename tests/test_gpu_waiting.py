@@ -1,0 +1,196 @@
+"""Waiting on a real GPU: await, timeouts, Ctrl-C, exit with pending callbacks, fork."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from extstream import Event, Stream
+
+from .conftest import ROOT, run_python
+from .gpu_helpers import sleep_on
+
+pytestmark = pytest.mark.gpu
+
+SLEEP = "import torch\ntorch.cuda._sleep(int({seconds} * 2.0e9))\n"
+
+
+@pytest.fixture
+def stream() -> Iterator[Stream]:
+    s = Stream()
+    yield s
+    s.synchronize()
+    s.close()
+
+
+def test_await_stream_lets_other_tasks_run(stream: Stream) -> None:
+    async def main() -> tuple[int, bool]:
+        ticks = 0
+        finished = False
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not finished:
+                ticks += 1
+                await asyncio.sleep(0.005)
+
+        task = asyncio.create_task(ticker())
+        sleep_on(stream, 0.3)
+        await stream
+        finished = True
+        await task
+        return ticks, stream.done
+
+    ticks, done = asyncio.run(main())
+    assert done
+    assert ticks >= 10  # the loop kept running while the GPU slept
+
+
+def test_await_idle_stream_and_event_return_at_once(stream: Stream) -> None:
+    async def main() -> float:
+        started = time.perf_counter()
+        await stream
+        await stream.record()
+        return time.perf_counter() - started
+
+    assert asyncio.run(main()) < 0.01
+
+
+def test_await_event(stream: Stream) -> None:
+    async def main() -> bool:
+        sleep_on(stream, 0.2)
+        event = stream.record()
+        assert not event.done
+        await event
+        return event.done
+
+    assert asyncio.run(main())
+
+
+def test_many_tasks_await_different_events_independently() -> None:
+    slow, fast = Stream(), Stream()
+
+    async def main() -> list[str]:
+        order: list[str] = []
+        sleep_on(slow, 0.5)
+        sleep_on(fast, 0.05)
+        slow_event, fast_event = slow.record(), fast.record()
+
+        async def wait(name: str, event: Event) -> None:
+            await event
+            order.append(name)
+
+        await asyncio.gather(wait("slow", slow_event), wait("fast", fast_event))
+        return order
+
+    assert asyncio.run(main()) == ["fast", "slow"]
+    slow.close()
+    fast.close()
+
+
+def test_event_and_stream_timeouts(stream: Stream) -> None:
+    sleep_on(stream, 0.5)
+    event = stream.record()
+    started = time.perf_counter()
+    with pytest.raises(TimeoutError):
+        event.synchronize(timeout=0.05)
+    with pytest.raises(TimeoutError):
+        stream.synchronize(timeout=0.05)
+    assert time.perf_counter() - started < 0.4
+    event.synchronize(timeout=5)
+    stream.synchronize(timeout=5)
+
+
+def test_plain_synchronize_in_a_worker_thread(stream: Stream) -> None:
+    sleep_on(stream, 0.1)
+    worker = threading.Thread(target=stream.synchronize)
+    worker.start()
+    worker.join(5)
+    assert not worker.is_alive() and stream.done
+
+
+@pytest.mark.parametrize("wait", ["stream.synchronize()", "stream.record().synchronize()"])
+def test_ctrl_c_interrupts_a_long_wait(wait: str) -> None:
+    code = (
+        "import sys, extstream, torch\n"
+        "stream = extstream.Stream()\n"
+        "with torch.cuda.stream(torch.cuda.ExternalStream(stream.ptr)):\n"
+        "    torch.cuda._sleep(int(10 * 2.0e9))\n"
+        "print('waiting', flush=True)\n"
+        "try:\n"
+        f"    {wait}\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted', flush=True)\n"
+        "    sys.exit(3)\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**__import__("os").environ, "PYTHONPATH": str(ROOT / "src")},
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline().strip() == "waiting"
+    time.sleep(0.3)
+    sent = time.perf_counter()
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=20)
+    reacted = time.perf_counter() - sent
+    assert child.returncode == 3, (out, err)
+    assert "interrupted" in out
+    assert reacted < 1.0 + 0.5  # KeyboardInterrupt in < 1 s (+ interpreter exit)
+
+
+def test_exit_with_pending_callbacks_is_clean() -> None:
+    code = (
+        "import extstream, torch\n"
+        "stream = extstream.Stream()\n"
+        "with torch.cuda.stream(torch.cuda.ExternalStream(stream.ptr)):\n"
+        "    torch.cuda._sleep(int(1.0 * 2.0e9))\n"
+        "for i in range(500):\n"
+        "    stream.launch_host_func(print, i)\n"
+        "    stream.launch_host_func(print, i, hold_stream=False)\n"
+        "print('exiting', flush=True)\n"
+    )
+    started = time.perf_counter()
+    result = run_python(code, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert time.perf_counter() - started < 10
+    assert result.stdout.strip().splitlines() == ["exiting"]  # dropped, not run
+    assert "dropped 1000 host callback(s)" in result.stderr
+
+
+def test_forked_child_gets_a_clear_error() -> None:
+    code = (
+        "import os, extstream\n"
+        "stream = extstream.Stream()\n"
+        "stream.launch_host_func(print, 'parent callback')\n"
+        "stream.synchronize()\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    try:\n"
+        "        extstream.Stream()\n"
+        "    except extstream.CudaError as exc:\n"
+        "        print('child:', exc.name, 'spawn' in str(exc), flush=True)\n"
+        "    try:\n"
+        "        stream.done\n"
+        "    except extstream.CudaError as exc:\n"
+        "        print('child:', exc.name, flush=True)\n"
+        "    os._exit(0)\n"
+        "os.waitpid(pid, 0)\n"
+    )
+    result = run_python(code, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "parent callback",
+        "child: cudaErrorInitializationError True",
+        "child: cudaErrorInitializationError",
+    ]
