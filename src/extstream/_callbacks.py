@@ -7,11 +7,13 @@ Three ways a callback reaches Python, each chosen by measurement
   CUDA's host-function thread, taking the GIL there (as CuPy does), so later
   work on the stream waits until it returned. The launch keeps
   ``(function, args, context)`` in a table under an int key until it ran.
-- *notify* (``hold_stream=False``): the host functions are libc's ``sem_post``,
-  which needs no GIL: one posts the stream's own semaphore, one wakes the
-  dispatcher thread. The dispatcher runs each stream's callbacks in launch order
-  as their semaphore allows. The GPU never waits for Python, and CUDA's thread
-  never touches Python, so no GIL deadlock is possible.
+- *notify* (``hold_stream=False``): the host function is libc's ``sem_post``
+  on the stream's own semaphore, which needs no GIL. A dispatcher thread of
+  that stream (started on demand, gone after 10 s without work) runs the
+  stream's callbacks in launch order as the semaphore allows. The GPU never
+  waits for Python, and CUDA's thread never touches Python, so no GIL deadlock
+  is possible. One host function per callback: CUDA's turnaround per host
+  function is most of a callback's cost.
 - *captured*: a launch into a stream that is being captured into a CUDA graph
   becomes a graph node that fires on every replay, so its entry is not removed
   when it runs. CUDA owns a user object per entry whose destructor (again a
@@ -91,7 +93,6 @@ def _run_captured(key: int) -> None:
 
 def _notify_captured(key: int) -> None:
     _captured_ready.put(key)
-    _native.post(_wake_semaphore())
 
 
 _HELD = _cuda.host_function(_run_held)
@@ -100,70 +101,60 @@ _NOTIFY_CAPTURED = _cuda.host_function(_notify_captured)
 
 
 class _StreamQueue:
-    """The notifications of one stream, in launch order, and the semaphore CUDA posts."""
+    """The notifications of one stream, in launch order, the semaphore CUDA posts
+    for each, and the thread that runs them."""
 
-    __slots__ = ("entries", "lock", "semaphore")
+    __slots__ = ("entries", "lock", "semaphore", "thread")
 
     def __init__(self) -> None:
         self.entries: collections.deque[Entry] = collections.deque()
         self.lock = threading.Lock()  # launch order must be queue order
         self.semaphore = _native.new_semaphore()
+        self.thread: threading.Thread | None = None
+
+    def dispatch(self) -> None:
+        """Run the queue's callbacks as CUDA posts; return after 10 s without any."""
+        entries, semaphore = self.entries, self.semaphore
+        while True:
+            if not _native.take_within(semaphore, _DISPATCHER_IDLE):
+                with self.lock:  # a launch holds it while it appends and enqueues
+                    if not entries:  # else the GPU has not got there yet: wait on
+                        self.thread = None
+                        return
+                continue
+            _run(entries.popleft())
+
+    def start_thread(self) -> None:
+        """Start the dispatcher (the caller holds ``lock``)."""
+        self.thread = threading.Thread(
+            target=self.dispatch, name="extstream-callbacks", daemon=True
+        )
+        self.thread.start()
 
 
+_DISPATCHER_IDLE = 10.0
 _queues: dict[object, _StreamQueue] = {}
 _queues_lock = threading.Lock()
-_active: set[object] = set()  # keys of queues that may have entries
 _captured_ready: queue.SimpleQueue[int] = queue.SimpleQueue()
-_wake = 0
-_dispatcher: threading.Thread | None = None
-_dispatcher_lock = threading.Lock()
+_graph_dispatcher: threading.Thread | None = None
+_graph_dispatcher_lock = threading.Lock()
 
 
-def _wake_semaphore() -> int:
-    global _wake
-    if not _wake:
-        _wake = _native.new_semaphore()
-    return _wake
-
-
-def _drain() -> None:
-    """Run every notification whose host function has fired."""
+def _dispatch_captured_forever() -> None:
     while True:
-        try:
-            captured_key = _captured_ready.get_nowait()
-        except queue.Empty:
-            break
-        item = _captured.get(captured_key)
+        item = _captured.get(_captured_ready.get())
         if item is not None:
             _run(item[0])
-    for key in list(_active):
-        stream_queue = _queues[key]
-        entries = stream_queue.entries
-        while entries and _native.try_take(stream_queue.semaphore):
-            _run(entries.popleft())
-        if not entries:
-            _active.discard(key)
-            if entries:  # a launch appended after the check: keep it visible
-                _active.add(key)
 
 
-def _dispatch_forever() -> None:
-    wake = _wake_semaphore()
-    while True:
-        _native.take(wake)
-        _drain()
-        if _captured:
-            _release_finished_graphs()
-
-
-def _start_dispatcher() -> None:
-    global _dispatcher
-    with _dispatcher_lock:
-        if _dispatcher is None:
-            _dispatcher = threading.Thread(
-                target=_dispatch_forever, name="extstream-callbacks", daemon=True
+def _start_graph_dispatcher() -> None:
+    global _graph_dispatcher
+    with _graph_dispatcher_lock:
+        if _graph_dispatcher is None:
+            _graph_dispatcher = threading.Thread(
+                target=_dispatch_captured_forever, name="extstream-graph-callbacks", daemon=True
             )
-            _dispatcher.start()
+            _graph_dispatcher.start()
 
 
 def _stream_queue(ptr: int) -> _StreamQueue:
@@ -175,7 +166,6 @@ def _stream_queue(ptr: int) -> _StreamQueue:
     if stream_queue is None:
         with _queues_lock:
             stream_queue = _queues.setdefault(key, _StreamQueue())
-    _active.add(key)
     return stream_queue
 
 
@@ -238,8 +228,6 @@ def launch(
 
 
 def _launch_notification(ptr: int, direct: bool, entry: Entry) -> None:
-    if _dispatcher is None:
-        _start_dispatcher()
     stream_queue = _stream_queue(ptr)
     with stream_queue.lock:
         stream_queue.entries.append(entry)
@@ -248,12 +236,13 @@ def _launch_notification(ptr: int, direct: bool, entry: Entry) -> None:
         except BaseException:
             stream_queue.entries.pop()  # ours: the lock kept others out
             raise
-    enqueue_host_function(ptr, direct, _native.SEM_POST_ADDRESS, _wake_semaphore())
+        if stream_queue.thread is None:
+            stream_queue.start_thread()
 
 
 def _launch_captured(ptr: int, direct: bool, entry: Entry, hold_stream: bool) -> None:
-    if not hold_stream and _dispatcher is None:
-        _start_dispatcher()
+    if not hold_stream and _graph_dispatcher is None:
+        _start_graph_dispatcher()
     _release_finished_graphs()
     info = _cuda.cudaStreamGetCaptureInfo(_cuda.stream_t(ptr))
     if info[0] is not _SUCCESS:
@@ -344,13 +333,11 @@ atexit.register(_at_exit)
 
 def forget_after_fork() -> None:
     """In a forked child: the parent's callbacks and dispatcher are not ours."""
-    global _dispatcher, _wake
-    _dispatcher = None
-    _wake = 0
+    global _graph_dispatcher
+    _graph_dispatcher = None
     _held.clear()
     _captured.clear()
     _queues.clear()
-    _active.clear()
     callback_threads.clear()
 
 
