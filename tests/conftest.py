@@ -1,48 +1,28 @@
-"""Test set-up: the ``gpu`` marker skips without a GPU, or fails with EXTSTREAM_REQUIRE_GPU=1."""
+"""Shared test helpers. The ``gpu`` marker, fixtures and backend choice come from
+extstream's own pytest plugin (``pytest_extstream``)."""
 
 from __future__ import annotations
 
-import functools
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import extstream
-from extstream import _device
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@functools.cache
-def gpu_unavailable_reason() -> str | None:
-    """Why CUDA tests cannot run here, or None when a GPU is usable."""
-    try:
-        if _device.device_count() > 0:
-            return None
-        return "no CUDA device"
-    except extstream.CudaError as exc:
-        return f"no CUDA GPU: {exc}"
-
-
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    if item.get_closest_marker("gpu") is None:
-        return
-    reason = gpu_unavailable_reason()
-    if reason is None:
-        return
-    if os.environ.get("EXTSTREAM_REQUIRE_GPU", "") not in ("", "0"):
-        pytest.fail(f"EXTSTREAM_REQUIRE_GPU is set but {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 def run_python(
     code: str, *, env: dict[str, str] | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    """Run *code* in a fresh interpreter that imports this checkout's extstream."""
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), **(env or {})}
+    """Run *code* in a fresh interpreter that imports this checkout's extstream and
+    tests, on the same backend as this session unless *env* says otherwise."""
+    path = os.pathsep.join([str(ROOT / "src"), str(ROOT)])
+    full_env = {**os.environ, "PYTHONPATH": path, **(env or {})}
     return subprocess.run(
         [sys.executable, "-c", code],
         capture_output=True,
@@ -51,3 +31,20 @@ def run_python(
         timeout=timeout,
         check=False,
     )
+
+
+def fake_stream(ptr: int, device_id: int) -> extstream.ExternalStream:
+    """A wrapper of a handle that never reaches CUDA (debug checks would ask CUDA)."""
+    previous = extstream.set_debug_checks(False)
+    try:
+        return extstream.ExternalStream(ptr, device_id)
+    finally:
+        extstream.set_debug_checks(previous)
+
+
+@pytest.fixture
+def no_debug_checks() -> Iterator[None]:
+    """For tests whose handles never reach CUDA."""
+    previous = extstream.set_debug_checks(False)
+    yield
+    extstream.set_debug_checks(previous)

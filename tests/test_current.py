@@ -12,10 +12,11 @@ import pytest
 
 from extstream import ExternalStream, get_current_stream
 
-from .conftest import run_python
+from .conftest import fake_stream, run_python
 
 DEV = 0
-S1, S2, S3 = (ExternalStream(0x7F00_0000_1000 + 8 * i, DEV) for i in range(3))
+S1, S2, S3 = (fake_stream(0x7F00_0000_1000 + 8 * i, DEV) for i in range(3))
+pytestmark = pytest.mark.usefixtures("no_debug_checks")
 
 
 def in_fresh_context(test: Callable[[], None]) -> Callable[[], None]:

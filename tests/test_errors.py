@@ -45,6 +45,7 @@ def test_pickles_with_every_attribute() -> None:
     )
 
 
+@pytest.mark.usefixtures("no_debug_checks")
 def test_unreadable_handle_is_refused_before_cuda_sees_it() -> None:
     # CUDA would dereference 0x10 and kill the process; extstream refuses it.
     with pytest.raises(CudaError) as info:
@@ -61,7 +62,7 @@ def test_import_touches_no_driver_and_first_use_raises_cuda_error() -> None:
         "    extstream.get_current_stream()\n"
         "except extstream.CudaError as exc:\n"
         "    print('CudaError', exc.name)\n",
-        env={"CUDA_VISIBLE_DEVICES": ""},
+        env={"CUDA_VISIBLE_DEVICES": "", "EXTSTREAM_BACKEND": "cuda"},
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("CudaError cudaError"), result.stdout

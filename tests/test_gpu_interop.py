@@ -8,9 +8,14 @@ import pytest
 
 from extstream import Event, ExternalStream, Stream, as_stream
 
-from .gpu_helpers import sleep_on
+from .gpu_helpers import sleep_on, torch_or_skip
 
 pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture(autouse=True)
+def _real_gpu_only() -> None:
+    torch_or_skip()  # other frameworks' streams exist only on a real GPU
 
 
 def _check_wrapped(native: object, ptr: int) -> None:

@@ -11,9 +11,10 @@ import pytest
 
 import extstream
 from extstream import CudaError, Event, ExternalStream, Stream
+from extstream._backend import cuda as backend
 
 from .conftest import run_python
-from .gpu_helpers import sleep_on
+from .gpu_helpers import capture, sleep_on, torch_or_skip
 
 pytestmark = pytest.mark.gpu
 
@@ -84,22 +85,16 @@ def test_attributes(stream: Stream) -> None:
     high.close()
 
 
-def test_is_capturing_during_graph_capture() -> None:
-    torch = pytest.importorskip("torch")
-    side = torch.cuda.Stream()
-    wrapped = ExternalStream(side)
-    graph = torch.cuda.CUDAGraph()
-    x = torch.zeros(4, device="cuda")
+def test_is_capturing_during_graph_capture(stream: Stream) -> None:
     seen = []
-    with torch.cuda.graph(graph, stream=side):
-        x.add_(1)
-        seen.append(wrapped.is_capturing)
+    with capture(stream):
+        seen.append(stream.is_capturing)
     assert seen == [True]
-    assert wrapped.is_capturing is False
+    assert stream.is_capturing is False
 
 
 def test_record_and_wait_event_order_two_streams(stream: Stream) -> None:
-    torch = pytest.importorskip("torch")
+    torch = torch_or_skip()
     consumer = Stream()
     x = torch.zeros(1 << 20, device="cuda")
     y = torch.empty_like(x)
@@ -221,7 +216,7 @@ def test_bad_handles_raise_instead_of_crashing(ptr: int) -> None:
 
 def test_hot_calls_go_straight_to_the_driver(stream: Stream) -> None:
     assert stream.done
-    assert extstream._cuda.direct_driver_calls, "fell back to the slower cuda.bindings path"
+    assert backend.direct_driver_calls, "fell back to the slower cuda.bindings path"
 
 
 def test_calls_from_a_new_thread_without_a_cuda_context(stream: Stream) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import subprocess
 import sys
@@ -15,11 +16,9 @@ import pytest
 from extstream import Event, Stream
 
 from .conftest import ROOT, run_python
-from .gpu_helpers import sleep_on
+from .gpu_helpers import SLEEP_CODE, sleep_on
 
 pytestmark = pytest.mark.gpu
-
-SLEEP = "import torch\ntorch.cuda._sleep(int({seconds} * 2.0e9))\n"
 
 
 @pytest.fixture
@@ -119,10 +118,10 @@ def test_plain_synchronize_in_a_worker_thread(stream: Stream) -> None:
 @pytest.mark.parametrize("wait", ["stream.synchronize()", "stream.record().synchronize()"])
 def test_ctrl_c_interrupts_a_long_wait(wait: str) -> None:
     code = (
-        "import sys, extstream, torch\n"
+        "import sys, extstream\n"
+        f"{SLEEP_CODE}"
         "stream = extstream.Stream()\n"
-        "with torch.cuda.stream(torch.cuda.ExternalStream(stream.ptr)):\n"
-        "    torch.cuda._sleep(int(10 * 2.0e9))\n"
+        "sleep_on(stream, 10)\n"
         "print('waiting', flush=True)\n"
         "try:\n"
         f"    {wait}\n"
@@ -135,7 +134,7 @@ def test_ctrl_c_interrupts_a_long_wait(wait: str) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**__import__("os").environ, "PYTHONPATH": str(ROOT / "src")},
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])},
     )
     assert child.stdout is not None
     assert child.stdout.readline().strip() == "waiting"
@@ -151,10 +150,10 @@ def test_ctrl_c_interrupts_a_long_wait(wait: str) -> None:
 
 def test_exit_with_pending_callbacks_is_clean() -> None:
     code = (
-        "import extstream, torch\n"
+        "import extstream\n"
+        f"{SLEEP_CODE}"
         "stream = extstream.Stream()\n"
-        "with torch.cuda.stream(torch.cuda.ExternalStream(stream.ptr)):\n"
-        "    torch.cuda._sleep(int(1.0 * 2.0e9))\n"
+        "sleep_on(stream, 1.0)\n"
         "for i in range(500):\n"
         "    stream.launch_host_func(print, i)\n"
         "    stream.launch_host_func(print, i, hold_stream=False)\n"

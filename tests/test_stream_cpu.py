@@ -13,6 +13,7 @@ import extstream
 from extstream import Event, ExternalStream, as_stream
 
 H = 0x7F00_0000_1000  # a handle that never reaches CUDA in these tests
+pytestmark = pytest.mark.usefixtures("no_debug_checks")
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,9 @@ import threading
 import time
 from collections.abc import Callable
 
-from . import Event, ExternalStream, Stream, __version__, _cuda, _device, get_current_stream
+from . import Event, ExternalStream, Stream, __version__, _device, get_current_stream
+from ._backend import NAME as BACKEND
+from ._backend import cuda as _cuda
 from ._errors import CudaError
 
 
@@ -82,7 +84,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m extstream", description=__doc__)
     parser.parse_args(argv)
     python = platform.python_version()
-    print(f"extstream {__version__}, cuda-bindings {_cuda.BINDINGS_VERSION}, Python {python}")
+    print(
+        f"extstream {__version__} ({BACKEND} backend), cuda-bindings {_cuda.BINDINGS_VERSION}, "
+        f"Python {python}"
+    )
     try:
         count = _device.device_count()
     except CudaError as exc:

@@ -45,7 +45,8 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-from . import _cuda, _device, _native
+from . import _device, _native
+from ._backend import cuda as _cuda
 from ._errors import CudaError, raise_cuda_error
 
 _SUCCESS = _cuda.SUCCESS

@@ -6,7 +6,7 @@ import operator
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from . import _cuda
+from ._backend import cuda as _cuda
 from ._errors import raise_cuda_error
 
 _SUCCESS = _cuda.SUCCESS

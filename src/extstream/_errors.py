@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, NoReturn
 
-from . import _cuda
+from ._backend import cuda as _cuda
 
 # Statuses whose CUDA text alone leaves the user guessing, with what to do.
 _NO_GPU_STATUSES = {

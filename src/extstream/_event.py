@@ -8,7 +8,8 @@ import threading
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from . import _cuda, _current, _device, _interop, _stream, _wait
+from . import _current, _device, _interop, _stream, _wait
+from ._backend import cuda as _cuda
 from ._errors import CudaError, raise_cuda_error
 from ._interop import MAX_HANDLE
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 from typing import NoReturn
 
-from . import _callbacks, _cuda, _device
+from . import _callbacks, _device
+from ._backend import cuda as _cuda
 from ._errors import CudaError
 
 _INITIALIZATION_ERROR = 3  # cudaErrorInitializationError: what CUDA itself returns there

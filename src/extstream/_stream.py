@@ -8,7 +8,8 @@ from collections.abc import Callable, Generator
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-from . import _callbacks, _config, _cuda, _current, _device, _event, _interop, _native, _wait
+from . import _callbacks, _config, _current, _device, _event, _interop, _native, _wait
+from ._backend import cuda as _cuda
 from ._errors import CudaError, raise_cuda_error
 from ._interop import MAX_HANDLE
 

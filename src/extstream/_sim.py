@@ -1,0 +1,695 @@
+"""The CPU simulator backend (``EXTSTREAM_BACKEND=sim``): CUDA streams without a GPU.
+
+It provides every name of ``_cuda`` with the same call and return conventions,
+so the rest of extstream runs unchanged, and models what extstream relies on,
+asynchronously (work runs later, on one worker thread per stream):
+
+- ``EXTSTREAM_SIM_DEVICES`` devices (default 1) and a current device per thread;
+- streams with flags and priority, each a FIFO; the legacy default stream
+  (handles 0 and 1) waits for all earlier work of the device's blocking streams
+  and they wait for it; the per-thread default stream (2) is a blocking stream
+  of its thread;
+- events: record, query, synchronize, waits across streams and devices,
+  timing from the host clock, ``cudaErrorInvalidResourceHandle`` for timing
+  without ``timing=True``;
+- host functions, called through their C address with ctypes, blocking their
+  stream until they return (so libc ``sem_post`` and ctypes thunks run as on a
+  GPU);
+- stream capture into graphs that replay and destroy their user objects
+  (:mod:`extstream.sim` starts and ends captures);
+- CUDA's error codes: invalid handles (which the simulator, unlike the GPU,
+  always detects), not ready, invalid value and device, capture errors, and
+  injected errors, sticky for the device as on a GPU.
+
+README.md, "The simulator", says what differs from a GPU.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import itertools
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+BACKEND = "sim"
+BINDINGS_VERSION = "simulator"
+
+
+class cudaError_t(enum.IntEnum):
+    """The CUDA status codes the simulator returns."""
+
+    cudaSuccess = 0
+    cudaErrorInvalidValue = 1
+    cudaErrorInitializationError = 3
+    cudaErrorNoDevice = 100
+    cudaErrorInvalidDevice = 101
+    cudaErrorInvalidResourceHandle = 400
+    cudaErrorIllegalState = 401
+    cudaErrorNotReady = 600
+    cudaErrorIllegalAddress = 700
+    cudaErrorLaunchTimeout = 702
+    cudaErrorAssert = 710
+    cudaErrorIllegalInstruction = 715
+    cudaErrorMisalignedAddress = 716
+    cudaErrorLaunchFailure = 719
+    cudaErrorNotPermitted = 800
+    cudaErrorNotSupported = 801
+    cudaErrorStreamCaptureUnsupported = 900
+    cudaErrorStreamCaptureInvalidated = 901
+    cudaErrorUnknown = 999
+
+
+_EXPLANATIONS = {
+    0: "no error",
+    1: "invalid argument",
+    3: "initialization error",
+    100: "no CUDA-capable device is detected",
+    101: "invalid device ordinal",
+    400: "invalid resource handle",
+    401: "the operation cannot be performed in the present state",
+    600: "device not ready",
+    700: "an illegal memory access was encountered",
+    702: "the launch timed out and was terminated",
+    710: "device-side assert triggered",
+    715: "an illegal instruction was encountered",
+    716: "misaligned address",
+    719: "unspecified launch failure",
+    800: "operation not permitted",
+    801: "operation not supported",
+    900: "operation not permitted when stream is capturing",
+    901: "operation failed due to a previous error during capture",
+    999: "unknown error",
+}
+# Errors that break the device's context for good, as on a GPU.
+_STICKY = frozenset({700, 702, 710, 715, 716, 719})
+
+
+class _Capture(enum.IntEnum):
+    NONE = 0
+    ACTIVE = 1
+    INVALIDATED = 2
+
+
+_E = cudaError_t
+SUCCESS: Any = _E.cudaSuccess
+NOT_READY: Any = _E.cudaErrorNotReady
+CU_SUCCESS: Any = SUCCESS
+CAPTURE_NONE: Any = _Capture.NONE
+ERROR_INVALID_RESOURCE_HANDLE = int(_E.cudaErrorInvalidResourceHandle)
+ERROR_NOT_SUPPORTED = int(_E.cudaErrorNotSupported)
+STREAM_NON_BLOCKING = 1
+EVENT_BLOCKING_SYNC = 1
+EVENT_DISABLE_TIMING = 2
+EVENT_INTERPROCESS = 4
+USER_OBJECT_NO_DESTRUCTOR_SYNC = 1
+GRAPH_USER_OBJECT_MOVE = 1
+PRIORITY_RANGE = (-5, 0)  # (greatest, least), as on an H100
+
+DEVICE_COUNT = int(os.environ.get("EXTSTREAM_SIM_DEVICES", "1"))
+if DEVICE_COUNT < 1:
+    raise ValueError(f"EXTSTREAM_SIM_DEVICES={DEVICE_COUNT} must be at least 1")
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+# The simulator's handles are plain ints.
+stream_t = event_t = host_fn_t = CUstream = CUevent = _identity
+direct_driver_calls = True
+DIRECT_CALLS = frozenset(
+    {
+        "stream_query",
+        "stream_synchronize",
+        "event_query",
+        "event_synchronize",
+        "launch_host_func",
+        "stream_is_capturing",
+    }
+)
+
+_HOST_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+_host_fn_thunks: list[Any] = []
+
+
+def host_function(func: Callable[[int], None]) -> int:
+    """The address of a C host function that calls ``func(user_data)``; lives for good."""
+    thunk = _HOST_FN(func)
+    _host_fn_thunks.append(thunk)
+    address = ctypes.cast(thunk, ctypes.c_void_p).value
+    assert address is not None
+    return address
+
+
+def load_driver_entry_points() -> bool:
+    """Nothing to load: the simulator's calls are all direct."""
+    return True
+
+
+def error_name(status: int) -> str:
+    """``cudaErrorX`` for a status code."""
+    try:
+        return _E(status).name
+    except ValueError:
+        return f"cudaError{status}"
+
+
+def error_string(status: int) -> str:
+    """CUDA's one-line explanation of a status code."""
+    return _EXPLANATIONS.get(status, "unknown CUDA error")
+
+
+# -- the model ---------------------------------------------------------------
+
+
+class _Op:
+    """One piece of queued work: runs once its dependencies and its stream's earlier work did."""
+
+    __slots__ = ("action", "deps", "done", "kind", "stream")
+
+    def __init__(self, stream: _Stream, kind: tuple[Any, ...], action: Callable[[], None] | None):
+        self.stream = stream
+        self.kind = kind
+        self.action = action
+        self.deps: list[_Op] = []
+        self.done = threading.Event()
+
+
+class _Stream:
+    __slots__ = (
+        "capture",
+        "condition",
+        "device",
+        "flags",
+        "handle",
+        "history",
+        "pending_error",
+        "priority",
+        "queue",
+        "tail",
+        "worker",
+    )
+
+    def __init__(self, handle: int, device: int, flags: int, priority: int) -> None:
+        self.handle = handle
+        self.device = device
+        self.flags = flags
+        self.priority = priority
+        self.queue: deque[_Op] = deque()
+        self.condition = threading.Condition()
+        self.tail: _Op | None = None
+        self.worker: threading.Thread | None = None
+        self.history: list[tuple[Any, ...]] = []
+        self.pending_error = 0
+        self.capture: _Graph | None = None
+
+    @property
+    def blocking(self) -> bool:
+        return not self.flags & STREAM_NON_BLOCKING
+
+    def enqueue(
+        self, kind: tuple[Any, ...], action: Callable[[], None] | None, deps: list[_Op]
+    ) -> _Op:
+        op = _Op(self, kind, action)
+        op.deps = [d for d in deps if not d.done.is_set()]
+        with self.condition:
+            self.queue.append(op)
+            self.tail = op
+            if self.worker is None:
+                self.worker = threading.Thread(
+                    target=self._work, name=f"extstream-sim-stream-{self.handle:#x}", daemon=True
+                )
+                self.worker.start()
+            self.condition.notify()
+        return op
+
+    def _work(self) -> None:
+        while True:
+            with self.condition:
+                while not self.queue:
+                    self.condition.wait()
+                op = self.queue[0]
+            for dep in op.deps:
+                dep.done.wait()
+            device = _devices[self.device]
+            if op.action is not None and not device.sticky:
+                op.action()
+            self.history.append(op.kind)
+            with self.condition:
+                self.queue.popleft()
+            op.done.set()
+
+    def idle(self) -> bool:
+        tail = self.tail
+        return tail is None or tail.done.is_set()
+
+
+class _Event:
+    __slots__ = ("device", "flags", "handle", "latest", "recorded_at")
+
+    def __init__(self, handle: int, device: int, flags: int) -> None:
+        self.handle = handle
+        self.device = device
+        self.flags = flags
+        self.latest: _Op | None = None  # the record op that waits wait for
+        self.recorded_at: float | None = None
+
+
+class _Device:
+    __slots__ = ("legacy", "per_thread", "sticky")
+
+    def __init__(self, index: int) -> None:
+        self.legacy = _Stream(0, index, 0, 0)
+        self.per_thread: dict[int, _Stream] = {}
+        self.sticky = 0
+
+
+class _Graph:
+    """Captured work: a replay queues it again; destroying it runs its user objects' destructors."""
+
+    def __init__(self, origin: _Stream) -> None:
+        self.origin = origin
+        self.steps: list[tuple[tuple[Any, ...], Callable[[], None] | None]] = []
+        self.user_objects: list[tuple[int, int]] = []  # (destructor address, its argument)
+        self.status = _Capture.ACTIVE
+
+    def replay(self, stream: _Stream) -> None:
+        for kind, action in self.steps:
+            stream.enqueue(kind, action, _implicit_deps(stream))
+
+    def destroy(self) -> None:
+        for destructor, argument in self.user_objects:
+            _call_host_function(destructor, argument)
+        self.user_objects.clear()
+
+
+_devices = [_Device(i) for i in range(DEVICE_COUNT)]
+_streams: dict[int, _Stream] = {}
+_events: dict[int, _Event] = {}
+_lock = threading.Lock()
+_handles = itertools.count(0x7E00_0000_0000, 0x100)
+
+
+class _ThreadDevice(threading.local):
+    device = 0
+
+
+_current = _ThreadDevice()
+
+
+def _call_host_function(address: int, user_data: int) -> None:
+    _HOST_FN(address)(user_data)
+
+
+def _stream(handle: int) -> _Stream | None:
+    """The stream a handle names for the calling thread; None if it names none."""
+    if handle in (0, 1):
+        return _devices[_current.device].legacy
+    if handle == 2:
+        device = _devices[_current.device]
+        ident = threading.get_ident()
+        stream = device.per_thread.get(ident)
+        if stream is None:
+            stream = device.per_thread[ident] = _Stream(2, _current.device, 0, 0)
+        return stream
+    return _streams.get(handle)
+
+
+def _implicit_deps(stream: _Stream) -> list[_Op]:
+    """The legacy default stream's implicit synchronization with blocking streams."""
+    device = _devices[stream.device]
+    if stream is device.legacy:
+        blocking = [s for s in list(_streams.values()) if s.device == stream.device and s.blocking]
+        blocking += list(device.per_thread.values())
+        return [s.tail for s in blocking if s.tail is not None]
+    if stream.blocking and device.legacy.tail is not None:
+        return [device.legacy.tail]
+    return []
+
+
+def _check(stream: _Stream | None, runtime: bool) -> int:
+    """The status a call on *stream* fails with (0: none): bad handle, sticky or injected error.
+
+    extstream repeats a failed direct call through the runtime to get the runtime's
+    error, so an injected one-shot error is used up by runtime calls only.
+    """
+    if stream is None:
+        return ERROR_INVALID_RESOURCE_HANDLE
+    sticky = _devices[stream.device].sticky
+    if sticky:
+        return sticky
+    error = stream.pending_error
+    if error and runtime:
+        stream.pending_error = 0
+    return error
+
+
+def _submit(
+    handle: int,
+    kind: tuple[Any, ...],
+    action: Callable[[], None] | None,
+    deps: list[_Op] | None = None,
+    runtime: bool = True,
+) -> tuple[int, _Op | None]:
+    """Queue work on a stream, or record it into the graph being captured there."""
+    stream = _stream(handle)
+    status = _check(stream, runtime)
+    if status:
+        return status, None
+    assert stream is not None
+    if stream.capture is not None:
+        stream.capture.steps.append((kind, action))
+        return 0, None
+    return 0, stream.enqueue(kind, action, _implicit_deps(stream) + (deps or []))
+
+
+def _wait_status(stream: _Stream, blocking: bool) -> int:
+    if stream.capture is not None:
+        stream.capture.status = _Capture.INVALIDATED
+        return int(_E.cudaErrorStreamCaptureUnsupported)
+    if blocking:
+        tail = stream.tail
+        if tail is not None:
+            tail.done.wait()
+    elif not stream.idle():
+        return int(NOT_READY)
+    return _devices[stream.device].sticky
+
+
+# -- the direct calls (int status) ---------------------------------------------
+
+
+def _query(handle: int, blocking: bool, runtime: bool) -> int:
+    stream = _stream(handle)
+    return _check(stream, runtime) or _wait_status(stream, blocking)  # type: ignore[arg-type]
+
+
+def stream_query(handle: int) -> int:
+    return _query(handle, blocking=False, runtime=False)
+
+
+def stream_synchronize(handle: int) -> int:
+    return _query(handle, blocking=True, runtime=False)
+
+
+def _launch(handle: int, function: int, user_data: int, runtime: bool) -> int:
+    action = lambda: _call_host_function(function, user_data)  # noqa: E731
+    return _submit(handle, ("host function", function, user_data), action, runtime=runtime)[0]
+
+
+def launch_host_func(handle: int, function: int, user_data: int) -> int:
+    return _launch(handle, function, user_data, runtime=False)
+
+
+def stream_is_capturing(handle: int, status_address: int) -> int:
+    stream = _stream(handle)
+    if stream is None:
+        return ERROR_INVALID_RESOURCE_HANDLE
+    capture = stream.capture
+    ctypes.c_int.from_address(status_address).value = 0 if capture is None else capture.status
+    return 0
+
+
+def event_query(handle: int) -> int:
+    event = _events.get(handle)
+    if event is None:
+        return ERROR_INVALID_RESOURCE_HANDLE
+    sticky = _devices[event.device].sticky
+    if sticky:
+        return sticky
+    latest = event.latest
+    return 0 if latest is None or latest.done.is_set() else int(NOT_READY)
+
+
+def event_synchronize(handle: int) -> int:
+    event = _events.get(handle)
+    if event is None:
+        return ERROR_INVALID_RESOURCE_HANDLE
+    if event.latest is not None:
+        event.latest.done.wait()
+    return _devices[event.device].sticky
+
+
+def _record(event_handle: int, stream_handle: int, runtime: bool) -> int:
+    event = _events.get(event_handle)
+    if event is None:
+        return ERROR_INVALID_RESOURCE_HANDLE
+    stream = _stream(stream_handle)
+    if stream is not None and stream.device != event.device:
+        return int(_E.cudaErrorInvalidResourceHandle)  # CUDA: event and stream on one device
+
+    def stamp() -> None:
+        event.recorded_at = time.perf_counter()
+
+    status, op = _submit(stream_handle, ("record", event_handle), stamp, runtime=runtime)
+    if op is not None:
+        event.latest = op
+    return status
+
+
+def _wait_event(stream_handle: int, event_handle: int, runtime: bool) -> int:
+    event = _events.get(event_handle)
+    if event is None:
+        return ERROR_INVALID_RESOURCE_HANDLE
+    deps = [] if event.latest is None else [event.latest]
+    return _submit(stream_handle, ("wait", event_handle), None, deps, runtime)[0]
+
+
+def cuEventRecord(event: int, stream: int) -> tuple[Any]:
+    return (_E(_record(event, stream, runtime=False)),)
+
+
+def cuStreamWaitEvent(stream: int, event: int, flags: int) -> tuple[Any]:
+    return (_E(_wait_event(stream, event, runtime=False)),)
+
+
+# -- the runtime calls ((err, *results) tuples) ---------------------------------
+
+
+def _result(status: int, *values: Any) -> tuple[Any, ...]:
+    return (_E(status), *values) if values else (_E(status),)
+
+
+def cudaGetDeviceCount() -> tuple[Any, int]:
+    return SUCCESS, DEVICE_COUNT
+
+
+def cudaGetDevice() -> tuple[Any, int]:
+    return SUCCESS, _current.device
+
+
+def cudaSetDevice(device: int) -> tuple[Any]:
+    if not 0 <= device < DEVICE_COUNT:
+        return (_E.cudaErrorInvalidDevice,)
+    _current.device = device
+    return (SUCCESS,)
+
+
+class _Properties:
+    def __init__(self, device: int) -> None:
+        self.name = f"extstream simulator device {device}".encode()
+
+
+def cudaGetDeviceProperties(device: int) -> tuple[Any, ...]:
+    if not 0 <= device < DEVICE_COUNT:
+        return (_E.cudaErrorInvalidDevice, None)
+    return SUCCESS, _Properties(device)
+
+
+def cudaDriverGetVersion() -> tuple[Any, int]:
+    return SUCCESS, 13000
+
+
+def cudaRuntimeGetVersion() -> tuple[Any, int]:
+    return SUCCESS, 13000
+
+
+def cudaStreamCreateWithPriority(flags: int, priority: int) -> tuple[Any, ...]:
+    if flags not in (0, STREAM_NON_BLOCKING):
+        return (_E.cudaErrorInvalidValue, None)
+    greatest, least = PRIORITY_RANGE
+    with _lock:
+        handle = next(_handles)
+        _streams[handle] = _Stream(
+            handle, _current.device, flags, min(max(priority, greatest), least)
+        )
+    return SUCCESS, handle
+
+
+def cudaStreamDestroy(handle: int) -> tuple[Any]:
+    with _lock:
+        stream = _streams.pop(handle, None)
+    return (SUCCESS if stream is not None else _E.cudaErrorInvalidResourceHandle,)
+
+
+def cudaStreamQuery(handle: int) -> tuple[Any]:
+    return (_E(_query(handle, blocking=False, runtime=True)),)
+
+
+def cudaStreamSynchronize(handle: int) -> tuple[Any]:
+    return (_E(_query(handle, blocking=True, runtime=True)),)
+
+
+def cudaStreamWaitEvent(stream: int, event: int, flags: int) -> tuple[Any]:
+    return (_E(_wait_event(stream, event, runtime=True)),)
+
+
+def _stream_attribute(handle: int, read: Callable[[_Stream], Any]) -> tuple[Any, ...]:
+    stream = _stream(handle)
+    if stream is None:
+        return (_E.cudaErrorInvalidResourceHandle, None)
+    return SUCCESS, read(stream)
+
+
+def cudaStreamGetDevice(handle: int) -> tuple[Any, ...]:
+    return _stream_attribute(handle, lambda s: s.device)
+
+
+def cudaStreamGetPriority(handle: int) -> tuple[Any, ...]:
+    return _stream_attribute(handle, lambda s: s.priority)
+
+
+def cudaStreamGetFlags(handle: int) -> tuple[Any, ...]:
+    return _stream_attribute(handle, lambda s: s.flags)
+
+
+def cudaStreamIsCapturing(handle: int) -> tuple[Any, ...]:
+    return _stream_attribute(
+        handle, lambda s: CAPTURE_NONE if s.capture is None else s.capture.status
+    )
+
+
+def cudaStreamGetCaptureInfo(handle: int) -> tuple[Any, ...]:
+    stream = _stream(handle)
+    if stream is None:
+        return (_E.cudaErrorInvalidResourceHandle, None, 0, None, [], [], 0)
+    capture = stream.capture
+    if capture is None:
+        return (SUCCESS, CAPTURE_NONE, 0, None, [], [], 0)
+    return (SUCCESS, capture.status, id(capture), capture, [], [], 0)
+
+
+def cudaLaunchHostFunc(stream: int, function: int, user_data: int) -> tuple[Any]:
+    return (_E(_launch(stream, function, user_data, runtime=True)),)
+
+
+def cudaUserObjectCreate(
+    argument: int, destructor: int, refcount: int, flags: int
+) -> tuple[Any, ...]:
+    return SUCCESS, (destructor, argument)
+
+
+def cudaGraphRetainUserObject(
+    graph: _Graph, user_object: tuple[int, int], count: int, flags: int
+) -> tuple[Any]:
+    graph.user_objects.append(user_object)
+    return (SUCCESS,)
+
+
+def cudaEventCreateWithFlags(flags: int) -> tuple[Any, ...]:
+    if flags & ~(EVENT_BLOCKING_SYNC | EVENT_DISABLE_TIMING | EVENT_INTERPROCESS):
+        return (_E.cudaErrorInvalidValue, None)
+    if flags & EVENT_INTERPROCESS and not flags & EVENT_DISABLE_TIMING:
+        return (_E.cudaErrorInvalidValue, None)
+    with _lock:
+        handle = next(_handles)
+        _events[handle] = _Event(handle, _current.device, flags)
+    return SUCCESS, handle
+
+
+def cudaEventDestroy(handle: int) -> tuple[Any]:
+    with _lock:
+        event = _events.pop(handle, None)
+    return (SUCCESS if event is not None else _E.cudaErrorInvalidResourceHandle,)
+
+
+def cudaEventRecord(event: int, stream: int) -> tuple[Any]:
+    return (_E(_record(event, stream, runtime=True)),)
+
+
+def cudaEventQuery(handle: int) -> tuple[Any]:
+    return (_E(event_query(handle)),)
+
+
+def cudaEventSynchronize(handle: int) -> tuple[Any]:
+    return (_E(event_synchronize(handle)),)
+
+
+def cudaEventElapsedTime(start: int, end: int) -> tuple[Any, ...]:
+    events = [_events.get(start), _events.get(end)]
+    if None in events:
+        return (_E.cudaErrorInvalidResourceHandle, None)
+    first, last = events
+    assert first is not None and last is not None
+    if (first.flags | last.flags) & EVENT_DISABLE_TIMING:
+        return (_E.cudaErrorInvalidResourceHandle, None)
+    if event_query(start) or event_query(end):
+        return (_E.cudaErrorNotReady, None)
+    if first.recorded_at is None or last.recorded_at is None:
+        return (_E.cudaErrorInvalidResourceHandle, None)
+    return SUCCESS, (last.recorded_at - first.recorded_at) * 1000.0
+
+
+def handle_is_valid(ptr: int) -> bool:
+    """The simulator knows its handles: anything else is refused."""
+    return ptr <= 2 or ptr in _streams or ptr in _events
+
+
+# -- what extstream.sim offers tests and demos ---------------------------------
+
+
+def busy(handle: int, seconds: float) -> int:
+    """Queue work that keeps the stream busy for *seconds*."""
+    return _submit(handle, ("busy", seconds), lambda: time.sleep(seconds))[0]
+
+
+def inject_error(handle: int, code: int) -> int:
+    """Make the stream's next work fail with *code* (sticky codes break the device)."""
+    stream = _stream(handle)
+    if stream is None:
+        return ERROR_INVALID_RESOURCE_HANDLE
+    if code not in _STICKY:
+        stream.pending_error = code
+        return 0
+
+    def fault() -> None:
+        _devices[stream.device].sticky = code
+
+    return _submit(handle, ("error", error_name(code)), fault)[0]
+
+
+def history(handle: int) -> list[tuple[Any, ...]] | None:
+    """What ran on the stream, in order; None for an unknown handle."""
+    stream = _stream(handle)
+    return None if stream is None else list(stream.history)
+
+
+def begin_capture(handle: int) -> int:
+    stream = _stream(handle)
+    if stream is None:
+        return ERROR_INVALID_RESOURCE_HANDLE
+    if stream.capture is not None:
+        return int(_E.cudaErrorIllegalState)
+    stream.capture = _Graph(stream)
+    return 0
+
+
+def end_capture(handle: int) -> tuple[int, _Graph | None]:
+    stream = _stream(handle)
+    if stream is None or stream.capture is None:
+        return ERROR_INVALID_RESOURCE_HANDLE, None
+    graph, stream.capture = stream.capture, None
+    if graph.status is _Capture.INVALIDATED:
+        graph.destroy()
+        return int(_E.cudaErrorStreamCaptureInvalidated), None
+    return 0, graph
+
+
+def reset_device(device: int) -> None:
+    """Clear a sticky error (what a fresh process would start with)."""
+    _devices[device].sticky = 0
