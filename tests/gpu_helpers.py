@@ -45,22 +45,28 @@ class Captured:
         self.destroy = destroy
 
 
+_torch_streams: list[Any] = []  # torch's allocator may use them after a test: never freed
+
+
 @contextmanager
-def capture(stream: extstream.ExternalStream) -> Iterator[list[Captured]]:
-    """Capture what the block queues on *stream* (torch on a GPU, extstream.sim otherwise)."""
+def capture() -> Iterator[tuple[extstream.ExternalStream, list[Captured]]]:
+    """A stream, and capture of what the block queues on it (torch on a GPU, extstream.sim
+    otherwise); after the block, the list holds the graph."""
     graphs: list[Captured] = []
     if sim.active():
+        stream = extstream.Stream()
         with sim.capture(stream) as captured:
-            yield graphs
+            yield stream, graphs
         graph = captured[0]
         graphs.append(Captured(lambda: graph.replay(stream), graph.destroy))
         return
     torch = pytest.importorskip("torch")
-    torch_stream = torch.cuda.ExternalStream(stream.ptr)
+    torch_stream = torch.cuda.Stream()
+    _torch_streams.append(torch_stream)
     torch_graph: Any = torch.cuda.CUDAGraph()
     with torch.cuda.graph(torch_graph, stream=torch_stream):
         torch.zeros(4, device="cuda").add_(1)  # a graph needs a kernel node too
-        yield graphs
+        yield extstream.ExternalStream(torch_stream), graphs
     holder = [torch_graph]
     graphs.append(Captured(torch_graph.replay, holder.clear))
 

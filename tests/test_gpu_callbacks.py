@@ -162,11 +162,9 @@ def test_callbacks_from_a_thread_that_never_used_cuda(stream: Stream) -> None:
 
 
 @pytest.mark.parametrize("hold_stream", [True, False])
-def test_captured_callbacks_fire_on_every_replay_and_are_released(
-    stream: Stream, hold_stream: bool
-) -> None:
+def test_captured_callbacks_fire_on_every_replay_and_are_released(hold_stream: bool) -> None:
     fired: list[int] = []
-    with capture(stream) as graphs:
+    with capture() as (stream, graphs):
         stream.launch_host_func(fired.append, 7, hold_stream=hold_stream)
     captured = extstream_callbacks.captured_count()
     assert captured >= 1
@@ -182,11 +180,11 @@ def test_captured_callbacks_fire_on_every_replay_and_are_released(
     assert wait_until(lambda: extstream_callbacks.captured_count() == captured - 1)
 
 
-def test_waiting_on_a_capturing_stream_raises_and_enqueues_nothing(stream: Stream) -> None:
+def test_waiting_on_a_capturing_stream_raises_and_enqueues_nothing() -> None:
     errors: list[CudaError] = []
     pending = extstream_callbacks.pending_count()
     try:
-        with capture(stream):
+        with capture() as (stream, _):
             for wait in (lambda: stream.done, stream.synchronize):
                 try:
                     wait()

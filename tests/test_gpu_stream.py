@@ -85,11 +85,17 @@ def test_attributes(stream: Stream) -> None:
     high.close()
 
 
-def test_is_capturing_during_graph_capture(stream: Stream) -> None:
+def test_is_capturing_during_graph_capture() -> None:
     seen = []
-    with capture(stream):
+    with capture() as (stream, _):
         seen.append(stream.is_capturing)
-    assert seen == [True]
+        # wrapping during capture, debug checks on: asking the device would break it
+        previous = extstream.set_debug_checks(True)
+        try:
+            seen.append(ExternalStream(stream.ptr, 0).is_capturing)
+        finally:
+            extstream.set_debug_checks(previous)
+    assert seen == [True, True]
     assert stream.is_capturing is False
 
 

@@ -118,7 +118,7 @@ def test_plain_synchronize_in_a_worker_thread(stream: Stream) -> None:
 @pytest.mark.parametrize("wait", ["stream.synchronize()", "stream.record().synchronize()"])
 def test_ctrl_c_interrupts_a_long_wait(wait: str) -> None:
     code = (
-        "import sys, extstream\n"
+        "import os, time, extstream\n"
         f"{SLEEP_CODE}"
         "stream = extstream.Stream()\n"
         "sleep_on(stream, 10)\n"
@@ -126,8 +126,8 @@ def test_ctrl_c_interrupts_a_long_wait(wait: str) -> None:
         "try:\n"
         f"    {wait}\n"
         "except KeyboardInterrupt:\n"
-        "    print('interrupted', flush=True)\n"
-        "    sys.exit(3)\n"
+        "    print('interrupted', time.time(), flush=True)\n"
+        "    os._exit(3)  # a clean exit would wait for the 10 s of GPU work\n"
     )
     child = subprocess.Popen(
         [sys.executable, "-c", code],
@@ -139,13 +139,13 @@ def test_ctrl_c_interrupts_a_long_wait(wait: str) -> None:
     assert child.stdout is not None
     assert child.stdout.readline().strip() == "waiting"
     time.sleep(0.3)
-    sent = time.perf_counter()
+    sent = time.time()
     child.send_signal(signal.SIGINT)
     out, err = child.communicate(timeout=20)
-    reacted = time.perf_counter() - sent
     assert child.returncode == 3, (out, err)
-    assert "interrupted" in out
-    assert reacted < 1.0 + 0.5  # KeyboardInterrupt in < 1 s (+ interpreter exit)
+    word, caught = out.split()
+    assert word == "interrupted"
+    assert float(caught) - sent < 1.0  # KeyboardInterrupt within a second (~a slice)
 
 
 def test_exit_with_pending_callbacks_is_clean() -> None:

@@ -190,7 +190,8 @@ _capture_status_address = ctypes.addressof(_capture_status)
 _capture_lock = threading.Lock()
 
 
-def _is_capturing(ptr: int, direct: bool) -> bool:
+def is_capturing(ptr: int, direct: bool) -> bool:
+    """Whether the stream is being captured (a query that is safe during capture)."""
     if direct:
         with _capture_lock:
             if not _cuda.stream_is_capturing(ptr, _capture_status_address):
@@ -214,7 +215,7 @@ def launch(
     if not isinstance(hold_stream, bool):
         raise TypeError(f"hold_stream must be a bool, not {hold_stream!r}")
     entry: Entry = [function, args, contextvars.copy_context()]
-    if _is_capturing(ptr, direct):
+    if is_capturing(ptr, direct):
         _launch_captured(ptr, direct, entry, hold_stream)
     elif hold_stream:
         key = _next_key()

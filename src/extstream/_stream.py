@@ -163,6 +163,10 @@ class ExternalStream:
         return int(self._call(_ask_stream, _cuda.cudaStreamGetDevice, "cudaStreamGetDevice"))
 
     def _check_device(self, device_id: int) -> None:
+        # Asking a stream that is being captured for its device breaks the capture
+        # (cudaErrorStreamCaptureUnsupported): then the given id is trusted.
+        if _callbacks.is_capturing(self._prepare(), self._handle is not None):
+            return
         actual = self._ask_device()
         if actual != device_id:
             raise ValueError(
