@@ -43,6 +43,12 @@ def fake_stream(ptr: int, device_id: int) -> extstream.ExternalStream:
 
 
 @pytest.fixture
+def stream(cuda_stream: extstream.Stream) -> extstream.Stream:
+    """A fresh stream per test: the plugin's ``cuda_stream``."""
+    return cuda_stream
+
+
+@pytest.fixture
 def no_debug_checks() -> Iterator[None]:
     """For tests whose handles never reach CUDA."""
     previous = extstream.set_debug_checks(False)

@@ -8,7 +8,6 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,14 +18,6 @@ from extstream import _callbacks as extstream_callbacks
 from .gpu_helpers import capture, sleep_on, torch_or_skip, wait_until
 
 pytestmark = pytest.mark.gpu
-
-
-@pytest.fixture
-def stream() -> Iterator[Stream]:
-    s = Stream()
-    yield s
-    s.synchronize()
-    s.close()
 
 
 @pytest.mark.parametrize("hold_stream", [True, False])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 import threading
 import weakref
-from collections.abc import Iterator
 
 import pytest
 
@@ -17,14 +16,6 @@ from .conftest import run_python
 from .gpu_helpers import capture, sleep_on, torch_or_skip
 
 pytestmark = pytest.mark.gpu
-
-
-@pytest.fixture
-def stream() -> Iterator[Stream]:
-    s = Stream()
-    yield s
-    s.synchronize()
-    s.close()
 
 
 def test_wrapping_a_handle_infers_its_device(stream: Stream) -> None:

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -19,14 +18,6 @@ from .conftest import ROOT, run_python
 from .gpu_helpers import SLEEP_CODE, sleep_on
 
 pytestmark = pytest.mark.gpu
-
-
-@pytest.fixture
-def stream() -> Iterator[Stream]:
-    s = Stream()
-    yield s
-    s.synchronize()
-    s.close()
 
 
 def test_await_stream_lets_other_tasks_run(stream: Stream) -> None:

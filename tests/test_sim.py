@@ -7,7 +7,6 @@ everywhere.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -16,14 +15,6 @@ from extstream import CudaError, Event, ExternalStream, Stream, sim
 from .conftest import run_python
 
 on_sim = pytest.mark.skipif(not sim.active(), reason="the session does not run on the simulator")
-
-
-@pytest.fixture
-def stream() -> Iterator[Stream]:
-    s = Stream()
-    yield s
-    s.synchronize()
-    s.close()
 
 
 @on_sim

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from ._backend import cuda as _cuda
 from ._errors import raise_cuda_error
@@ -57,6 +58,19 @@ def current_device() -> int:
     if err is not _SUCCESS:
         raise_cuda_error(err, "cudaGetDevice")
     return int(device)
+
+
+def create_on(
+    device_id: int | None, create: Callable[..., tuple[Any, Any]], name: str, *args: Any
+) -> tuple[int, Any]:
+    """``(device, handle)`` from the runtime factory *create* called on *device_id*
+    (None: the current device)."""
+    device = current_device() if device_id is None else device_index(device_id)
+    with on_device(device):
+        err, handle = create(*args)
+    if err is not _SUCCESS:
+        raise_cuda_error(err, name)
+    return device, handle
 
 
 @contextmanager

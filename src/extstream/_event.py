@@ -62,11 +62,9 @@ class Event:
             | (_cuda.EVENT_BLOCKING_SYNC if blocking else 0)
             | (_cuda.EVENT_INTERPROCESS if interprocess else 0)
         )
-        device = _device.current_device() if device_id is None else _device.device_index(device_id)
-        with _device.on_device(device):
-            err, handle = _cuda.cudaEventCreateWithFlags(flags)
-        if err is not _SUCCESS:
-            raise_cuda_error(err, "cudaEventCreateWithFlags")
+        device, handle = _device.create_on(
+            device_id, _cuda.cudaEventCreateWithFlags, "cudaEventCreateWithFlags", flags
+        )
         self._ptr = int(handle)
         self._handle = _cuda.CUevent(self._ptr)
         self._device = device

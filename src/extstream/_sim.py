@@ -237,9 +237,9 @@ class _Stream:
             for dep in op.deps:
                 dep.done.wait()
             device = _devices[self.device]
+            self.history.append(op.kind)  # before it runs: a host function may wake a reader
             if op.action is not None and not device.sticky:
                 op.action()
-            self.history.append(op.kind)
             with self.condition:
                 self.queue.popleft()
             op.done.set()

@@ -460,12 +460,14 @@ class Stream(ExternalStream):
             raise TypeError(f"nonblocking must be a bool, not {nonblocking!r}")
         if isinstance(priority, bool) or not isinstance(priority, int):
             raise TypeError(f"priority must be an int, not {priority!r}")
-        device = _device.current_device() if device_id is None else _device.device_index(device_id)
         flags = _cuda.STREAM_NON_BLOCKING if nonblocking else 0
-        with _device.on_device(device):
-            handle = _ask(
-                _cuda.cudaStreamCreateWithPriority, "cudaStreamCreateWithPriority", flags, priority
-            )
+        device, handle = _device.create_on(
+            device_id,
+            _cuda.cudaStreamCreateWithPriority,
+            "cudaStreamCreateWithPriority",
+            flags,
+            priority,
+        )
         self._ptr = int(handle)
         self._handle = _cuda.CUstream(self._ptr)
         self._device = device
