@@ -198,3 +198,39 @@ def test_hold_stream_true_holds_later_work_generic(stream: Stream) -> None:
     after = stream.record()
     after.synchronize()  # completes only once the callback returned
     assert finished == [True]
+
+
+@pytest.mark.parametrize("hold_stream", [True, False])
+def test_replays_run_in_fresh_contexts_and_objects_go_with_the_graph(hold_stream: bool) -> None:
+    var: contextvars.ContextVar[int] = contextvars.ContextVar("var", default=0)
+    seen: list[int] = []
+
+    class Payload:
+        pass
+
+    def callback(_: object) -> None:
+        seen.append(var.get())
+        var.set(var.get() + 1)  # must not leak into the next replay
+
+    payload = Payload()
+    ref = weakref.ref(payload)
+    with capture() as (stream, graphs):
+        stream.launch_host_func(callback, payload, hold_stream=hold_stream)
+    del payload
+    for _ in range(3):
+        graphs[0].replay()
+        stream.synchronize()
+    assert wait_until(lambda: len(seen) == 3)
+    assert seen == [0, 0, 0]
+    graphs[0].destroy()
+    graphs.clear()
+    gc.collect()
+    stream.synchronize()
+
+    def released() -> bool:
+        stream.launch_host_func(lambda _: None, None)  # a launch drops finished graphs' entries
+        stream.synchronize()
+        gc.collect()
+        return ref() is None
+
+    assert wait_until(released)

@@ -234,3 +234,18 @@ def test_calls_from_a_new_thread_without_a_cuda_context(stream: Stream) -> None:
     worker.start()
     worker.join()
     assert results == [True, True, True]
+
+
+def test_a_closed_stream_cannot_be_wrapped() -> None:
+    s = Stream()
+    s.close()
+    with pytest.raises(ValueError, match="closed"):
+        ExternalStream(s)
+
+
+def test_zero_timeout_does_not_wait(stream: Stream) -> None:
+    sleep_on(stream, 0.3)
+    with pytest.raises(TimeoutError):
+        stream.synchronize(timeout=0)
+    with pytest.raises(TimeoutError):
+        stream.record().synchronize(timeout=0)

@@ -65,6 +65,8 @@ def test_gpu_tests_skip_without_gpu_and_fail_when_required(
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
     child(GPU_TESTS).assert_outcomes(passed=1, skipped=2)
     child(GPU_TESTS, "--require-gpu").assert_outcomes(passed=1, errors=2)
+    monkeypatch.setenv("EXTSTREAM_REQUIRE_GPU", "off")
+    child(GPU_TESTS).assert_outcomes(passed=1, skipped=2)
     monkeypatch.setenv("EXTSTREAM_REQUIRE_GPU", "1")
     child(GPU_TESTS).assert_outcomes(passed=1, errors=2)
 

@@ -6,6 +6,7 @@ everywhere.
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from extstream import CudaError, Event, ExternalStream, Stream, sim
 
 from .conftest import run_python
+from .gpu_helpers import wait_until
 
 on_sim = pytest.mark.skipif(not sim.active(), reason="the session does not run on the simulator")
 
@@ -154,3 +156,15 @@ def test_self_check_on_the_simulator() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "(sim backend)" in result.stdout and "all checks passed" in result.stdout
+
+
+@on_sim
+def test_worker_threads_end_with_their_streams() -> None:
+    before = threading.active_count()
+    streams = [Stream() for _ in range(20)]
+    for s in streams:
+        sim.busy(s, 0.01)
+    for s in streams:
+        s.synchronize()
+        s.close()
+    assert wait_until(lambda: threading.active_count() <= before)

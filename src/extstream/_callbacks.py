@@ -63,33 +63,44 @@ _next_key = itertools.count(1).__next__
 _dropping = False  # set at exit: callbacks that still arrive are skipped
 _dropped = 0
 
-# The threads on which CUDA has run held callbacks: CUDA's own host-function
-# threads, where every blocking wait would wait for itself.
+# The threads running a held callback right now (CUDA's host-function threads),
+# where every blocking wait would wait for itself. Empty almost always, so the
+# waits' check of it costs next to nothing.
 callback_threads: set[int] = set()
 
 
-def _run(entry: Entry) -> None:
+def _run(entry: Entry, replay: bool = False) -> None:
+    """Run an entry in its context; a graph replays in a fresh copy of it each time."""
     global _dropped
     function, args, context = entry
     if _dropping:
         _dropped += 1
         return
     try:
-        context.run(function, *args)
+        (context.copy() if replay else context).run(function, *args)
     except BaseException as exc:  # a callback must never take the process down
         report_unraisable(exc, f"Exception ignored in extstream host callback {function!r}")
 
 
+def _holding_stream(run: Callable[[], None]) -> None:
+    ident = threading.get_ident()
+    callback_threads.add(ident)
+    try:
+        run()
+    finally:
+        callback_threads.discard(ident)
+
+
 def _run_held(key: int) -> None:
-    callback_threads.add(threading.get_ident())
-    _run(_held.pop(key))
+    entry = _held.pop(key)
+    _holding_stream(lambda: _run(entry))
 
 
 def _run_captured(key: int) -> None:
-    callback_threads.add(threading.get_ident())
     item = _captured.get(key)
     if item is not None:
-        _run(item[0])
+        entry = item[0]
+        _holding_stream(lambda: _run(entry, replay=True))
 
 
 def _notify_captured(key: int) -> None:
@@ -123,7 +134,8 @@ class _StreamQueue:
                         self.thread = None
                         return
                 continue
-            _run(entries.popleft())
+            if entries:  # a post always follows its entry; never die on a stray one
+                _run(entries.popleft())
 
     def start_thread(self) -> None:
         """Start the dispatcher (the caller holds ``lock``)."""
@@ -145,7 +157,8 @@ def _dispatch_captured_forever() -> None:
     while True:
         item = _captured.get(_captured_ready.get())
         if item is not None:
-            _run(item[0])
+            _run(item[0], replay=True)
+        del item  # hold nothing while waiting: a destroyed graph's objects must go
 
 
 def _start_graph_dispatcher() -> None:
@@ -215,6 +228,8 @@ def launch(
     if not isinstance(hold_stream, bool):
         raise TypeError(f"hold_stream must be a bool, not {hold_stream!r}")
     entry: Entry = [function, args, contextvars.copy_context()]
+    if _captured:
+        _release_finished_graphs()
     if is_capturing(ptr, direct):
         _launch_captured(ptr, direct, entry, hold_stream)
     elif hold_stream:
@@ -222,7 +237,7 @@ def launch(
         _held[key] = entry
         try:
             enqueue_host_function(ptr, direct, _HELD, key)
-        except BaseException:
+        except CudaError:  # not enqueued (an interrupt may come after CUDA took it)
             del _held[key]
             raise
     else:
@@ -235,7 +250,7 @@ def _launch_notification(ptr: int, direct: bool, entry: Entry) -> None:
         stream_queue.entries.append(entry)
         try:
             enqueue_host_function(ptr, direct, _native.SEM_POST_ADDRESS, stream_queue.semaphore)
-        except BaseException:
+        except CudaError:  # not enqueued (an interrupt may come after CUDA took it)
             stream_queue.entries.pop()  # ours: the lock kept others out
             raise
         if stream_queue.thread is None:
@@ -245,7 +260,6 @@ def _launch_notification(ptr: int, direct: bool, entry: Entry) -> None:
 def _launch_captured(ptr: int, direct: bool, entry: Entry, hold_stream: bool) -> None:
     if not hold_stream and _graph_dispatcher is None:
         _start_graph_dispatcher()
-    _release_finished_graphs()
     info = _cuda.cudaStreamGetCaptureInfo(_cuda.stream_t(ptr))
     if info[0] is not _SUCCESS:
         raise_cuda_error(info[0], "cudaStreamGetCaptureInfo")

@@ -41,9 +41,18 @@ def device_count() -> int:
     return _count
 
 
+_used = False
+
+
+def note_use() -> None:
+    """Remember that CUDA is about to be called (a forked child must then refuse it)."""
+    global _used
+    _used = True
+
+
 def cuda_was_used() -> bool:
-    """Whether this process has asked CUDA for its devices (CUDA is initialised)."""
-    return _count is not None
+    """Whether this process has called CUDA through extstream."""
+    return _used or _count is not None
 
 
 def current_device() -> int:

@@ -114,6 +114,7 @@ class Event:
             return self._ptr
         if self._closed:
             raise ValueError(f"operation on closed event {self._ptr:#x}")
+        _device.note_use()
         if self._ptr <= 2 or not _cuda.handle_is_valid(self._ptr):
             raise CudaError(
                 _cuda.ERROR_INVALID_RESOURCE_HANDLE,
@@ -163,7 +164,7 @@ class Event:
                 err = _cuda.cudaEventSynchronize(_cuda.event_t(ptr))[0]
                 if err is not _SUCCESS:
                     raise_cuda_error(err, "cudaEventSynchronize")
-        elif not self.done and not _wait.spin_until(lambda: self.done):
+        elif not self.done and not _wait.spin_until(lambda: self.done, timeout):
             waiter = _borrow_waiter(self._device)
             waiter.wait_event(self)
             waiter.synchronize(timeout)

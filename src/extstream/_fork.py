@@ -30,7 +30,7 @@ def _refuse(*args: object) -> NoReturn:
 
 def _after_fork_in_child() -> None:
     _callbacks.forget_after_fork()
-    if not (_device.cuda_was_used() or _cuda.direct_driver_calls):
+    if not _device.cuda_was_used():
         return
     for name in dir(_cuda):
         calls_cuda = name.startswith("cu") or name in _cuda.DIRECT_CALLS

@@ -81,6 +81,8 @@ def _device_hint(obj: object) -> int:
 def stream_handle(obj: object) -> tuple[int, int]:
     """``(handle, device or -1)`` of any stream input other than a plain int."""
     if isinstance(obj, _stream.ExternalStream):
+        if getattr(obj, "closed", False):
+            raise ValueError(f"cannot wrap {obj!r}: it is closed")
         return obj._ptr, obj._device
     if isinstance(obj, bool) or obj is None:
         raise TypeError(f"cannot use {obj!r} as a CUDA stream: expected {_STREAM_INPUTS}")

@@ -184,6 +184,7 @@ class _Stream:
     __slots__ = (
         "capture",
         "condition",
+        "destroyed",
         "device",
         "flags",
         "handle",
@@ -207,6 +208,7 @@ class _Stream:
         self.history: list[tuple[Any, ...]] = []
         self.pending_error = 0
         self.capture: _Graph | None = None
+        self.destroyed = False
 
     @property
     def blocking(self) -> bool:
@@ -232,6 +234,9 @@ class _Stream:
         while True:
             with self.condition:
                 while not self.queue:
+                    if self.destroyed:  # its work is done and no more can come
+                        self.worker = None
+                        return
                     self.condition.wait()
                 op = self.queue[0]
             for dep in op.deps:
@@ -524,7 +529,12 @@ def cudaStreamCreateWithPriority(flags: int, priority: int) -> tuple[Any, ...]:
 def cudaStreamDestroy(handle: int) -> tuple[Any]:
     with _lock:
         stream = _streams.pop(handle, None)
-    return (SUCCESS if stream is not None else _E.cudaErrorInvalidResourceHandle,)
+    if stream is None:
+        return (_E.cudaErrorInvalidResourceHandle,)
+    with stream.condition:  # queued work still runs, as on a GPU; then the worker ends
+        stream.destroyed = True
+        stream.condition.notify()
+    return (SUCCESS,)
 
 
 def cudaStreamQuery(handle: int) -> tuple[Any]:

@@ -180,6 +180,7 @@ class ExternalStream:
         they keep ``_handle`` None and every call goes through :meth:`_call`.
         """
         ptr = self._ptr
+        _device.note_use()
         if not _cuda.handle_is_valid(ptr):
             raise CudaError(
                 _cuda.ERROR_INVALID_RESOURCE_HANDLE,
@@ -227,7 +228,7 @@ class ExternalStream:
         if timeout is None and threading.get_ident() != _MAIN_THREAD:
             if self._handle is None or _cuda.stream_synchronize(self._ptr):
                 self._call(_synchronize)
-        elif not self.done and not _wait.spin_until(lambda: self.done):
+        elif not self.done and not _wait.spin_until(lambda: self.done, timeout):
             self._call(_wait_interruptibly, self, timeout)
 
     def __await__(self) -> Generator[Any, None, None]:
@@ -489,9 +490,10 @@ class Stream(ExternalStream):
         _runtime_call(_cuda.cudaStreamDestroy, "cudaStreamDestroy", _cuda.stream_t(self._ptr))
 
     def _prepare(self) -> Any:
-        if self._closed:
-            raise ValueError(f"operation on closed stream {self._ptr:#x}")
-        return super()._prepare()
+        with self._close_lock:  # so that close() cannot slip in before _handle is set again
+            if self._closed:
+                raise ValueError(f"operation on closed stream {self._ptr:#x}")
+            return super()._prepare()
 
     def _describe(self) -> str:
         if self._closed:

@@ -56,9 +56,9 @@ def wait_posted(
         poll_until(lambda: not still_busy(), float("inf") if timeout is None else timeout, what)
         return
     semaphore = _local.address or _new_thread_semaphore()
-    enqueue_post(semaphore)
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
+        enqueue_post(semaphore)
         while True:
             left = _SLICE if deadline is None else min(_SLICE, deadline - time.monotonic())
             if left <= 0:
@@ -73,9 +73,10 @@ def wait_posted(
         raise
 
 
-def spin_until(is_done: Callable[[], bool], seconds: float = _SPIN) -> bool:
-    """Ask *is_done* for up to *seconds*: short GPU work ends sooner than a wake-up takes."""
-    end = time.perf_counter() + seconds
+def spin_until(is_done: Callable[[], bool], timeout: float | None) -> bool:
+    """Ask *is_done* for up to 1 ms (less with a shorter *timeout*): short GPU work ends
+    sooner than a host-function wake-up takes."""
+    end = time.perf_counter() + (_SPIN if timeout is None else min(_SPIN, timeout))
     while time.perf_counter() < end:
         if is_done():
             return True

@@ -49,9 +49,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def _env_requires_gpu() -> bool:
+    return os.environ.get(_REQUIRE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def _gpu_required(config: pytest.Config) -> bool:
-    env = os.environ.get(_REQUIRE_ENV, "").strip().lower()
-    return bool(config.getoption("--require-gpu", default=False)) or env not in ("", "0", "false")
+    return bool(config.getoption("--require-gpu", default=False)) or _env_requires_gpu()
 
 
 def _driver_sees_a_gpu() -> bool:
@@ -77,11 +80,17 @@ def pytest_load_initial_conftests(early_config: pytest.Config, args: list[str]) 
     simulate = "--extstream-sim" in args or (
         early_config.getini("extstream_sim_without_gpu")
         and "--require-gpu" not in args
-        and os.environ.get(_REQUIRE_ENV, "").strip().lower() in ("", "0", "false")
+        and not _env_requires_gpu()
         and not _driver_sees_a_gpu()
     )
-    if simulate:
-        os.environ["EXTSTREAM_BACKEND"] = "sim"
+    if not simulate:
+        return
+    if "extstream" in sys.modules:
+        raise pytest.UsageError(
+            "extstream was imported before pytest could choose the simulator backend; "
+            "set EXTSTREAM_BACKEND=sim before importing it"
+        )
+    os.environ["EXTSTREAM_BACKEND"] = "sim"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -153,8 +162,8 @@ def cuda_stream() -> Iterator[Any]:
     stream = extstream.Stream()
     try:
         yield stream
-    finally:
         stream.synchronize(timeout=30)
+    finally:
         stream.close()
 
 
