@@ -249,3 +249,24 @@ def test_zero_timeout_does_not_wait(stream: Stream) -> None:
         stream.synchronize(timeout=0)
     with pytest.raises(TimeoutError):
         stream.record().synchronize(timeout=0)
+
+
+def test_timed_measures_the_blocks_gpu_time(stream: Stream) -> None:
+    with extstream.timed(stream) as timing:
+        sleep_on(stream, 0.05)
+    assert 40 < timing.ms < 1000
+    assert repr(timing).endswith(" ms>")
+    with stream, extstream.timed() as on_current:
+        sleep_on(stream, 0.01)
+    assert on_current.ms > 5
+
+
+def test_jupyter_reprs_show_state(stream: Stream) -> None:
+    sleep_on(stream, 0.3)
+    event = stream.record()
+    assert f"{stream.ptr:#x}" in stream._repr_html_()
+    assert stream._repr_html_().endswith(": busy")
+    assert event._repr_html_().endswith(": pending")
+    stream.synchronize()
+    assert stream._repr_html_().endswith(": idle")
+    assert event._repr_html_().endswith(": complete")

@@ -13,6 +13,7 @@ from ._errors import CudaError
 from ._event import Event
 from ._interop import as_stream
 from ._stream import ExternalStream, Stream
+from ._timing import Timed, timed
 from ._version import __version__
 
 __all__ = [
@@ -20,9 +21,11 @@ __all__ = [
     "Event",
     "ExternalStream",
     "Stream",
+    "Timed",
     "__version__",
     "as_stream",
     "debug_checks_enabled",
     "get_current_stream",
     "set_debug_checks",
+    "timed",
 ]

@@ -1,20 +1,29 @@
 """``python -m extstream``: a self-check that shows what extstream sees and does.
 
-Prints the versions and devices, then runs a few stream operations and a
-PASS/FAIL line for each. Without a GPU it says so and exits 0; a failed check
-exits 1.
+Prints the versions, the devices and the frameworks that can hand over streams,
+then runs a few stream operations (wrapping each installed framework's stream
+too) and a PASS/FAIL line for each; ``--json`` prints one JSON object instead.
+Without a GPU it says so and runs the same checks on the CPU simulator. A
+failed check exits 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import importlib
+import importlib.util
+import json
+import os
 import platform
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
-from . import Event, ExternalStream, Stream, __version__, _device, get_current_stream
+from . import Event, ExternalStream, Stream, __version__, _device, as_stream, get_current_stream
 from ._backend import NAME as BACKEND
 from ._backend import cuda as _cuda
 from ._errors import CudaError
@@ -71,55 +80,150 @@ def _check_current_stream_per_thread() -> str:
     return "with-block current stream stays in its thread"
 
 
+def _check_current_stream_per_task() -> str:
+    first, second = Stream(), Stream()
+
+    async def task(stream: Stream) -> bool:
+        with stream:
+            await asyncio.sleep(0)
+            return get_current_stream() is stream
+
+    async def both() -> list[bool]:
+        return list(await asyncio.gather(task(first), task(second)))
+
+    seen = asyncio.run(both())
+    first.close()
+    second.close()
+    assert seen == [True, True], seen
+    return "two asyncio tasks each see their own with-block stream"
+
+
+def _framework_checks() -> list[tuple[str, Callable[[], str]]]:
+    """A wrap check for each installed framework that can hand over a stream."""
+    makers: dict[str, Callable[[Any], object]] = {
+        "torch": lambda torch: torch.cuda.Stream(),
+        "cupy": lambda cupy: cupy.cuda.Stream(non_blocking=True),
+        "numba.cuda": lambda cuda: cuda.stream(),
+        "cuda.core": lambda core: core.Device(0).create_stream(),
+    }
+    checks: list[tuple[str, Callable[[], str]]] = []
+    for name, make in makers.items():
+        if not _installed(name):
+            continue
+
+        def check(name: str = name, make: Callable[[Any], object] = make) -> str:
+            native = make(importlib.import_module(name))
+            wrapped = as_stream(native)
+            wrapped.synchronize()
+            return f"{type(native).__module__}.{type(native).__name__} -> {wrapped!r}"
+
+        checks.append((f"wrap a {name} stream", check))
+    return checks
+
+
 _CHECKS: list[tuple[str, Callable[[], str]]] = [
     ("wrap a foreign handle", _check_wrap_infers_device),
     ("host callbacks", _check_callbacks_in_order),
     ("events", _check_event_ordering),
     ("current stream", _check_current_stream_per_thread),
+    ("current stream (asyncio)", _check_current_stream_per_task),
 ]
 
 
+def _run_checks(checks: list[tuple[str, Callable[[], str]]]) -> list[dict[str, Any]]:
+    results = []
+    for title, check in checks:
+        started = time.perf_counter()
+        try:
+            detail, passed = check(), True
+        except Exception as exc:
+            detail, passed = f"{type(exc).__name__}: {exc}", False
+        ms = (time.perf_counter() - started) * 1000
+        results.append({"check": title, "passed": passed, "ms": round(ms, 3), "detail": detail})
+    return results
+
+
+def _on_the_simulator(argv: list[str], reason: str) -> int:
+    """Run the same self-check again, in a child process on the simulator."""
+    env = {**os.environ, "EXTSTREAM_BACKEND": "sim", _NO_GPU_REASON: reason}
+    return subprocess.run(
+        [sys.executable, "-m", "extstream", *argv], env=env, check=False
+    ).returncode
+
+
+_NO_GPU_REASON = "EXTSTREAM_SELF_CHECK_NO_GPU"
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the self-check; returns the exit status."""
+    """Run the self-check; returns the exit status (1 when a check failed)."""
     parser = argparse.ArgumentParser(prog="python -m extstream", description=__doc__)
-    parser.parse_args(argv)
-    python = platform.python_version()
-    print(
-        f"extstream {__version__} ({BACKEND} backend), cuda-bindings {_cuda.BINDINGS_VERSION}, "
-        f"Python {python}"
-    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead")
+    args = parser.parse_args(argv)
+    report: dict[str, Any] = {
+        "extstream": __version__,
+        "backend": BACKEND,
+        "cuda_bindings": _cuda.BINDINGS_VERSION,
+        "python": platform.python_version(),
+        "no_gpu": os.environ.get(_NO_GPU_REASON),
+    }
     try:
         count = _device.device_count()
     except CudaError as exc:
-        print(f"No CUDA GPU here: {exc}")
-        print("extstream imports without a GPU; CUDA operations raise CudaError like that one.")
-        return 0
-    driver = _cuda.cudaDriverGetVersion()[1]
-    runtime = _cuda.cudaRuntimeGetVersion()[1]
+        if not args.json:
+            print(f"extstream {__version__}: no CUDA GPU here ({exc})")
+            print("Running the same checks on extstream's CPU simulator instead:\n")
+        return _on_the_simulator(sys.argv[1:] if argv is None else argv, str(exc))
+    driver, runtime = _cuda.cudaDriverGetVersion()[1], _cuda.cudaRuntimeGetVersion()[1]
+    report["driver"], report["runtime"] = _version_text(driver), _version_text(runtime)
+    report["devices"] = [_device_name(device) for device in range(count)]
+    report["frameworks"] = [
+        name for name in ("torch", "cupy", "numba", "cuda.core") if _installed(name)
+    ]
+    checks = list(_CHECKS)
+    if BACKEND == "cuda":  # the frameworks' streams live on the real GPU only
+        checks += _framework_checks()
+    report["checks"] = _run_checks(checks)
+    report["direct_driver_calls"] = bool(_cuda.direct_driver_calls)
+    failures = sum(not result["passed"] for result in report["checks"])
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_report(report, failures)
+    return 1 if failures else 0
+
+
+def _installed(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # the parent package is missing
+        return False
+
+
+def _device_name(device: int) -> str:
+    err, properties = _cuda.cudaGetDeviceProperties(device)
+    if err is not _cuda.SUCCESS:
+        return "?"
+    return str(properties.name.decode(errors="replace").rstrip("\0"))
+
+
+def _print_report(report: dict[str, Any], failures: int) -> None:
     print(
-        f"CUDA driver {_version_text(driver)}, runtime {_version_text(runtime)}, {count} device(s):"
+        f"extstream {report['extstream']} ({report['backend']} backend), "
+        f"cuda-bindings {report['cuda_bindings']}, Python {report['python']}"
     )
-    for device in range(count):
-        err, properties = _cuda.cudaGetDeviceProperties(device)
-        name = (
-            properties.name.decode(errors="replace").rstrip("\0") if err is _cuda.SUCCESS else "?"
-        )
-        print(f"  cuda:{device}  {name}")
-    failures = 0
-    for title, check in _CHECKS:
-        started = time.perf_counter()
-        try:
-            detail = check()
-        except Exception as exc:
-            failures += 1
-            detail, verdict = f"{type(exc).__name__}: {exc}", "FAIL"
-        else:
-            verdict = "PASS"
-        print(f"{verdict}  {title:<22} {(time.perf_counter() - started) * 1000:7.2f} ms  {detail}")
-    route = "direct driver entry points" if _cuda.direct_driver_calls else "cuda.bindings"
+    if report["no_gpu"]:
+        print(f"(no CUDA GPU: {report['no_gpu']})")
+    print(f"CUDA driver {report['driver']}, runtime {report['runtime']}")
+    print(f"{len(report['devices'])} device(s):")
+    for index, name in enumerate(report["devices"]):
+        print(f"  cuda:{index}  {name}")
+    print(f"frameworks that can hand over streams: {', '.join(report['frameworks']) or 'none'}")
+    for result in report["checks"]:
+        verdict = "PASS" if result["passed"] else "FAIL"
+        print(f"{verdict}  {result['check']:<26} {result['ms']:8.2f} ms  {result['detail']}")
+    route = "direct driver entry points" if report["direct_driver_calls"] else "cuda.bindings"
     print(f"hot calls go through {route}")
     print("all checks passed" if not failures else f"{failures} check(s) failed")
-    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import html
 import threading
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -237,6 +238,14 @@ class Event:
         timing = {True: "timing", False: "no timing", None: "foreign"}[self._timing]
         state = ", closed" if self._closed else ""
         return f"<extstream.Event {self._ptr:#x} on {device}, {timing}{state}>"
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the event, and whether the work before its last record has finished."""
+        try:
+            state = "complete" if self.done else "pending"
+        except Exception as exc:  # a display must not raise
+            state = f"unusable ({type(exc).__name__}: {exc})"
+        return f"<code>{html.escape(repr(self))}</code>: {html.escape(state)}"
 
     def __reduce__(self) -> NoReturn:
         raise TypeError(f"cannot pickle {self!r}: an event handle means nothing in another process")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import html
 import threading
 from collections.abc import Callable, Generator
 from contextvars import ContextVar
@@ -430,6 +431,17 @@ class ExternalStream:
 
     def __repr__(self) -> str:
         return f"<extstream.{type(self).__name__} {self._describe()}>"
+
+    def _repr_html_(self) -> str:
+        """Jupyter: handle, device, kind and what the stream is doing now."""
+        try:
+            state = "capturing" if self.is_capturing else ("idle" if self.done else "busy")
+        except Exception as exc:  # a display must not raise
+            state = f"unusable ({type(exc).__name__}: {exc})"
+        return (
+            f"<b>extstream.{type(self).__name__}</b> "
+            f"<code>{html.escape(self._describe())}</code>: {html.escape(state)}"
+        )
 
     def __reduce__(self) -> NoReturn:
         raise TypeError(f"cannot pickle {self!r}: a stream handle means nothing in another process")
