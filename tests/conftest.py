@@ -21,10 +21,17 @@ def run_python(
 ) -> subprocess.CompletedProcess[str]:
     """Run *code* in a fresh interpreter that imports this checkout's extstream and
     tests, on the same backend as this session unless *env* says otherwise."""
+    return run_interpreter("-c", code, env=env, timeout=timeout)
+
+
+def run_interpreter(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """``python *args`` in a fresh interpreter set up as for :func:`run_python`."""
     path = os.pathsep.join([str(ROOT / "src"), str(ROOT)])
     full_env = {**os.environ, "PYTHONPATH": path, **(env or {})}
     return subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, *args],
         capture_output=True,
         text=True,
         env=full_env,

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT, run_python
+from .conftest import ROOT, run_interpreter, run_python
 from .gpu_helpers import torch_or_skip
 
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
@@ -28,47 +25,26 @@ def test_example_runs(path: Path) -> None:
 
 
 def test_self_check_runs_everywhere() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "extstream"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
-    )
+    result = run_interpreter("-m", "extstream", timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "extstream " in result.stdout
     assert "all checks passed" in result.stdout
 
 
 def test_self_check_json() -> None:
-    json_result = subprocess.run(
-        [sys.executable, "-m", "extstream", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
-    )
-    assert json_result.returncode == 0, json_result.stderr
-    report = json.loads(json_result.stdout)
+    result = run_interpreter("-m", "extstream", "--json", timeout=120)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
     assert report["checks"] and all(check["passed"] for check in report["checks"])
     assert report["devices"]
 
 
 def test_self_check_without_a_gpu_runs_on_the_simulator() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "extstream"],
-        capture_output=True,
-        text=True,
+    result = run_interpreter(
+        "-m",
+        "extstream",
+        env={"EXTSTREAM_BACKEND": "cuda", "CUDA_VISIBLE_DEVICES": ""},
         timeout=120,
-        check=False,
-        env={
-            **os.environ,
-            "PYTHONPATH": str(ROOT / "src"),
-            "EXTSTREAM_BACKEND": "cuda",
-            "CUDA_VISIBLE_DEVICES": "",
-        },
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no CUDA GPU here" in result.stdout
