@@ -1,7 +1,8 @@
 """Which way of calling a hot CUDA function from Python is cheapest?
 
 Times one call of cuStreamQuery / cuEventRecord / cuStreamWaitEvent /
-cuStreamSynchronize on an idle stream, made in each way extstream could make it:
+cuStreamSynchronize on an idle stream, and of the current-device query
+(cudaGetDevice / cuCtxGetDevice), made in each way extstream could make it:
 cuda.bindings runtime and driver (prebuilt handle objects), ctypes on the raw
 driver entry point (releasing the GIL or not, int or prebuilt c_void_p args),
 and CuPy's Cython runtime as a floor. Median ns of 7 batches, one process.
@@ -60,12 +61,22 @@ def main() -> None:
         ns[f"{kind}_wait"] = factory(ctypes.c_int, void, void, ctypes.c_uint)(
             entry_point("cuStreamWaitEvent")
         )
+        ns[f"{kind}_device"] = factory(ctypes.c_int, void)(entry_point("cuCtxGetDevice"))
+    device_out = ctypes.c_int()
+    ns["device_out"], ns["device_address"] = device_out, ctypes.addressof(device_out)
     try:
         cupy_rt = importlib.import_module("cupy_backends.cuda.api.runtime")
         ns["cupy_rt"] = cupy_rt
     except ImportError:
         cupy_rt = None
     rows = {
+        "device": {
+            "runtime": "rt.cudaGetDevice()",
+            "driver": "dr.cuCtxGetDevice()",
+            "ctypes nogil int": "c_device(device_address); device_out.value",
+            "ctypes gil int": "py_device(device_address); device_out.value",
+            "cupy": "cupy_rt.getDevice()",
+        },
         "query": {
             "runtime": "rt.cudaStreamQuery(h)",
             "driver": "dr.cuStreamQuery(ch)",

@@ -28,7 +28,8 @@ def run_interpreter(
     *args: str, env: dict[str, str] | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
     """``python *args`` in a fresh interpreter set up as for :func:`run_python`."""
-    path = os.pathsep.join([str(ROOT / "src"), str(ROOT)])
+    inherited = os.environ.get("PYTHONPATH")
+    path = os.pathsep.join([str(ROOT / "src"), str(ROOT), *([inherited] if inherited else [])])
     full_env = {**os.environ, "PYTHONPATH": path, **(env or {})}
     return subprocess.run(
         [sys.executable, *args],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import warnings
 
 import pytest
@@ -82,6 +83,24 @@ def test_cuda_core_streams_and_events() -> None:
     mine.synchronize()
     mine.close()
     native.close()
+
+
+def test_temporary_framework_streams_and_events_stay_alive_while_used() -> None:
+    # CuPy and cuda.core destroy their stream or event with the Python object.
+    cupy = pytest.importorskip("cupy")
+    core = pytest.importorskip("cuda.core")
+    stream = as_stream(cupy.cuda.Stream(non_blocking=True))  # its only reference
+    gc.collect()
+    sleep_on(stream, 0.05)
+    stream.wait_event(cupy.cuda.Event())  # a temporary event, too
+    stream.synchronize()
+    assert stream.done
+    device = core.Device(0)
+    device.set_current()
+    owner = device.create_stream()
+    stream.wait_event(owner.record())  # freed at once by cuda.core without the wrapper's hold
+    stream.synchronize()
+    owner.close()
 
 
 def test_extstream_objects_are_accepted_by_the_frameworks() -> None:

@@ -51,6 +51,28 @@ def test_current_streams_are_per_device() -> None:
 
 
 @two_devices
+def test_current_stream_follows_a_device_switch_made_elsewhere() -> None:
+    # A framework switches devices with cudaSetDevice; extstream only reads it.
+    cuda = extstream._backend.cuda
+    mine, seen = Stream(1), []
+
+    def other_thread() -> None:
+        assert cuda.cudaSetDevice(1)[0] is cuda.SUCCESS
+        seen.append(get_current_stream())
+        with mine:
+            seen.append(get_current_stream())
+        assert cuda.cudaSetDevice(0)[0] is cuda.SUCCESS
+        seen.append(get_current_stream())
+
+    thread = threading.Thread(target=other_thread)
+    thread.start()
+    thread.join()
+    assert [s.device_id for s in seen] == [1, 1, 0] and seen[1] is mine
+    assert get_current_stream().device_id == 0  # this thread never switched
+    mine.close()
+
+
+@two_devices
 def test_an_event_orders_work_across_devices() -> None:
     first, second = Stream(0), Stream(1)
     sleep_on(first, 0.3)
@@ -124,12 +146,9 @@ def test_framework_streams_of_device_1_wrap_with_their_device() -> None:
     assert as_stream(cupy_stream).device_id == 1
 
 
-def test_two_simulated_devices_run_the_multi_gpu_tests(request: pytest.FixtureRequest) -> None:
+def test_two_simulated_devices_run_the_multi_gpu_tests() -> None:
     if os.environ.get("EXTSTREAM_SIM_DEVICES"):
         pytest.skip("this is the run it starts")
-    plugin = (
-        [] if request.config.pluginmanager.has_plugin("extstream") else ["-p", "pytest_extstream"]
-    )
     env = {
         **os.environ,
         "EXTSTREAM_BACKEND": "sim",
@@ -137,7 +156,17 @@ def test_two_simulated_devices_run_the_multi_gpu_tests(request: pytest.FixtureRe
         "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
     }
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", *plugin, "-q", "-p", "no:cacheprovider", __file__],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "pytest_extstream",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            __file__,
+        ],
         capture_output=True,
         text=True,
         env=env,
@@ -146,4 +175,4 @@ def test_two_simulated_devices_run_the_multi_gpu_tests(request: pytest.FixtureRe
         check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:]
-    assert "4 passed, 3 skipped" in result.stdout, result.stdout[-3000:]
+    assert "5 passed, 3 skipped" in result.stdout, result.stdout[-3000:]

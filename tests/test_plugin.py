@@ -35,19 +35,21 @@ Child = Callable[..., pytest.RunResult]
 
 
 @pytest.fixture
-def child(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
-) -> Child:
-    """Run pytest in a child process on *source*, with extstream's plugin loaded."""
+def child(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Child:
+    """Run pytest in a child process on *source*, with extstream's plugin loaded.
+
+    ``-p pytest_extstream`` also where the plugin's entry point loads it (CI
+    installs extstream): naming it both ways must work.
+    """
     for name in ("EXTSTREAM_BACKEND", "EXTSTREAM_REQUIRE_GPU", "EXTSTREAM_CHECK"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("PYTHONPATH", str(ROOT / "src"))
-    installed = request.config.pluginmanager.has_plugin("extstream")
 
     def run(source: str, *args: str) -> pytest.RunResult:
         pytester.makepyfile(test_child=source)
-        plugin = [] if installed else ["-p", "pytest_extstream"]
-        return pytester.runpytest_subprocess(*plugin, "-p", "no:cacheprovider", *args)
+        return pytester.runpytest_subprocess(
+            "-p", "pytest_extstream", "-p", "no:cacheprovider", *args
+        )
 
     return run
 

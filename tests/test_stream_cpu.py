@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import gc
 import pickle
+import weakref
 from typing import Any
 
 import numpy as np
@@ -118,6 +120,20 @@ def test_cuda_stream_protocol_objects_are_wrapped_with_their_device() -> None:
     s = ExternalStream(_ProtocolStream((0, H), device_index=5))
     assert (s.ptr, s.device_id) == (H, 5)
     assert as_stream(_ProtocolStream((0, H)), 1).device_id == 1
+
+
+def test_the_wrapper_keeps_the_framework_object_alive() -> None:
+    # CuPy and cuda.core destroy a stream with its Python object: wrapping a
+    # temporary must not leave a dangling handle.
+    owner = _ProtocolStream((0, H), device_index=0)
+    alive = weakref.ref(owner)
+    wrapped = as_stream(owner)
+    del owner
+    gc.collect()
+    assert alive() is not None
+    del wrapped
+    gc.collect()
+    assert alive() is None
 
 
 def test_an_explicit_device_wins_over_the_framework_hint() -> None:

@@ -5,6 +5,10 @@ then runs a few stream operations (wrapping each installed framework's stream
 too) and a PASS/FAIL line for each; ``--json`` prints one JSON object instead.
 Without a GPU it says so and runs the same checks on the CPU simulator. A
 failed check exits 1.
+
+``python -m extstream bench``: the host cost per call of extstream beside raw
+cuda-python and the installed peers, as a table of ratios (``--json``,
+``--plot FILE`` for a bar chart). Needs a GPU.
 """
 
 from __future__ import annotations
@@ -23,7 +27,16 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import Event, ExternalStream, Stream, __version__, _device, as_stream, get_current_stream
+from . import (
+    Event,
+    ExternalStream,
+    Stream,
+    __version__,
+    _bench,
+    _device,
+    as_stream,
+    get_current_stream,
+)
 from ._backend import NAME as BACKEND
 from ._backend import cuda as _cuda
 from ._errors import CudaError
@@ -156,9 +169,22 @@ _NO_GPU_REASON = "EXTSTREAM_SELF_CHECK_NO_GPU"
 
 def main(argv: list[str] | None = None) -> int:
     """Run the self-check; returns the exit status (1 when a check failed)."""
-    parser = argparse.ArgumentParser(prog="python -m extstream", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m extstream",
+        description="Self-check: versions, devices, frameworks, and a PASS/FAIL line per check.",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead")
+    commands = parser.add_subparsers(dest="command", metavar="{bench}")
+    bench_parser = commands.add_parser(
+        "bench",
+        help="host cost per call beside raw cuda-python and the installed peers",
+        description="Host cost per call of extstream beside raw cuda-python, CuPy, torch "
+        "and cuda.core (whichever are installed), in one process; needs a GPU.",
+    )
+    _bench.add_arguments(bench_parser)
     args = parser.parse_args(argv)
+    if args.command == "bench":
+        return _bench.main(args, bench_parser)
     report: dict[str, Any] = {
         "extstream": __version__,
         "backend": BACKEND,

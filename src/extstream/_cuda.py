@@ -98,6 +98,11 @@ USER_OBJECT_NO_DESTRUCTOR_SYNC = int(_rt.cudaUserObjectFlags.cudaUserObjectNoDes
 GRAPH_USER_OBJECT_MOVE = int(_rt.cudaUserObjectRetainFlags.cudaGraphUserObjectMove)
 cudaRuntimeGetVersion = _rt.cudaRuntimeGetVersion
 
+#: The cuda.bindings modules themselves: ``python -m extstream bench`` times
+#: their raw calls beside extstream's.
+runtime_module = _rt
+driver_module = _driver
+
 
 _FAILED = -1  # the stand-ins' status: not a CUresult, so the runtime path runs
 

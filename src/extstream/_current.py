@@ -61,7 +61,7 @@ def get_current_stream(device_id: int | None = None) -> ExternalStream:
         if var is not None:
             stream: ExternalStream = var.get()[0]
             return stream
-        device_id = _current_device()
+        device_id = _current_device()  # one cudaGetDevice with several devices
         if _device.device_count() == 1:
             _only_device_var = current_var(0)
     elif type(device_id) is not int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import html
+import sys
 import threading
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -31,11 +32,21 @@ class Event:
     collection. :meth:`from_handle` wraps a foreign event without owning it.
     """
 
-    __slots__ = ("__weakref__", "_closed", "_device", "_handle", "_owned", "_ptr", "_timing")
+    __slots__ = (
+        "__weakref__",
+        "_closed",
+        "_device",
+        "_handle",
+        "_owned",
+        "_owner",
+        "_ptr",
+        "_timing",
+    )
 
     _ptr: int
     _device: int
     _handle: Any  # a CUevent once checked; None before, or when closed
+    _owner: object  # the framework object that owns the event, kept alive; None for a handle
     _owned: bool
     _timing: bool | None  # None: unknown (a foreign event)
     _closed: bool
@@ -52,6 +63,7 @@ class Event:
     ) -> None:
         self._closed = True  # until created, so __del__ has nothing to destroy
         self._owned = True
+        self._owner = None
         options = {"timing": timing, "blocking": blocking, "interprocess": interprocess}
         for name, value in options.items():
             if not isinstance(value, bool):
@@ -90,6 +102,7 @@ class Event:
         event._device = device_id
         event._handle = None
         event._owned = False
+        event._owner = None
         event._timing = None
         event._closed = False
         return event
@@ -221,7 +234,9 @@ class Event:
         self.close()
 
     def __del__(self) -> None:
-        if self._owned and not self._closed:
+        # At interpreter exit the process's CUDA context goes with it, and
+        # threads frozen by the exit may hold what a destroy would wait for.
+        if not sys.is_finalizing() and self._owned and not self._closed:
             with contextlib.suppress(Exception):  # at GC or shutdown no one can be told
                 self.close()
 
@@ -274,4 +289,6 @@ def as_event(obj: object, stream: ExternalStream | None = None) -> Event:
             raise TypeError("an event is required, not None")
         return Event(device_id=stream.device_id)
     ptr, device_id = _interop.event_handle(obj)
-    return Event.from_handle(ptr, device_id)
+    event = Event.from_handle(ptr, device_id)
+    event._owner = obj  # frameworks destroy their event with the object: keep it alive
+    return event

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import html
+import sys
 import threading
 from collections.abc import Callable, Generator
 from contextvars import ContextVar
@@ -104,22 +105,29 @@ class ExternalStream:
     (for the special handles 0/1/2: the current device, now). A given device id
     is trusted and costs no CUDA call, unless debug checks are on.
 
-    extstream never creates or destroys the underlying stream: its owner must
-    keep it alive while this wrapper is used.
+    extstream never creates or destroys the underlying stream. A framework
+    stream object given is kept alive by the wrapper (CuPy and cuda.core destroy
+    the stream with the object); for a bare int handle, its owner must keep the
+    stream alive while the wrapper is used.
     """
 
-    __slots__ = ("__weakref__", "_device", "_handle", "_ptr", "_var")
+    __slots__ = ("__weakref__", "_device", "_handle", "_owner", "_ptr", "_var")
 
     _ptr: int
     _device: int
     _handle: Any  # a CUstream once checked and usable directly; None before, or when closed
+    _owner: object  # the framework object that owns the stream, kept alive; None for a handle
     _var: ContextVar[list[Any]] | None  # its device's current-stream variable
 
     def __init__(self, ptr: object, device_id: int = -1) -> None:
         if type(ptr) is int:
             if not 0 <= ptr <= MAX_HANDLE:
                 raise ValueError(f"stream handle {ptr!r} is out of range [0, 2**64)")
+            self._owner = None
         else:
+            # The framework object owns the stream: CuPy and cuda.core destroy it
+            # with the object, so the wrapper keeps the object alive.
+            self._owner = ptr
             ptr, hint = _interop.stream_handle(ptr)
             if device_id == -1:
                 device_id = hint
@@ -484,6 +492,7 @@ class Stream(ExternalStream):
         self._ptr = int(handle)
         self._handle = _cuda.CUstream(self._ptr)
         self._device = device
+        self._owner = None
         self._var = None
         self._closed = False
 
@@ -513,6 +522,8 @@ class Stream(ExternalStream):
         return super()._describe()
 
     def __del__(self) -> None:
-        if not self._closed:
+        # At interpreter exit the process's CUDA context goes with it, and
+        # threads frozen by the exit may hold what a destroy would wait for.
+        if not sys.is_finalizing() and not self._closed:
             with contextlib.suppress(Exception):  # at GC or shutdown no one can be told
                 self.close()

@@ -36,11 +36,13 @@ class Timed:
 
 
 def timed(stream: object = None) -> Timed:
-    """Time, on the GPU, the work queued on *stream* (None: the current stream) in a block::
+    """Time, on the GPU, the work queued on *stream* (None: the current stream) in a block.
 
-    with extstream.timed(s) as t:
-        ...  # queue work on s
-    print(t.ms)
+    ``t.ms`` waits for the block's work, then gives its GPU time in milliseconds::
+
+        with extstream.timed(s) as t:
+            ...  # queue work on s
+        print(t.ms)
     """
     target = _current.get_current_stream() if stream is None else _interop.as_stream(stream)
     return Timed(target)

@@ -21,6 +21,7 @@ from . import _callbacks, _native
 
 _SLICE = 0.05
 _SPIN = 1e-3  # a host-function wake-up costs about 0.1 ms: short waits poll instead
+_SETTLE = 5e-3  # the most a wait lets its posting host function take to return
 MAIN_THREAD = threading.main_thread().ident
 
 
@@ -64,6 +65,7 @@ def wait_posted(
             if left <= 0:
                 raise TimeoutError(f"{what} did not finish within {timeout} s")
             if _native.take_within(semaphore, left):
+                _settle(still_busy)
                 return
             if not still_busy():
                 _native.take(semaphore)  # done, so the post has run or is about to
@@ -71,6 +73,18 @@ def wait_posted(
     except BaseException:
         _local.address = 0  # a post is still coming: never reuse this semaphore
         raise
+
+
+def _settle(still_busy: Callable[[], bool]) -> None:
+    """Let the posting host function return before the wait does.
+
+    CUDA reports a stream busy while a host function on it runs, so right after
+    its ``sem_post`` a query can still say not ready. Yielding the GIL for a few
+    ms at most covers that; work others queued after the post is not waited for.
+    """
+    end = time.perf_counter() + _SETTLE
+    while still_busy() and time.perf_counter() < end:
+        time.sleep(0)
 
 
 def spin_until(is_done: Callable[[], bool], timeout: float | None) -> bool:

@@ -1,0 +1,115 @@
+"""``python -m extstream bench``: options, refusals without a GPU, the table, JSON and chart."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from extstream import _bench, sim
+from extstream._bench import EXT, RT, Result, Row, Stats
+
+from .conftest import run_interpreter
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _result() -> Result:
+    """A made-up run: extstream 120 ns, raw runtime 100, raw driver 150, CuPy missing."""
+    medians = {EXT: 120.0, RT: 100.0, _bench.DRV: 150.0}
+    rows = []
+    for op in _bench.OPS:
+        stats = {
+            col: Stats(ns, ns * 0.9, ns * 1.2) for col, ns in medians.items() if col in op.stmts
+        }
+        rows.append(Row(op, stats, {_bench.CUPY: "peer unavailable"}))
+    return Result({"GPU": "Made-up GPU"}, 1000, 5, 9.5, rows)
+
+
+def test_ratio_is_extstream_over_the_fastest_reference() -> None:
+    done = _result().rows[0]
+    assert done.op.name == "done" and done.op.ratio_vs == (RT, _bench.DRV)
+    assert done.ratio == pytest.approx(1.2)
+    with_row = next(row for row in _result().rows if row.op.name == "with s: pass")
+    assert with_row.ratio is None  # its reference, CuPy, was not measured
+
+
+def test_table_and_json_show_every_cell() -> None:
+    result = _result()
+    text = _bench.table(result.rows)
+    done_line = next(line for line in text.splitlines() if line.startswith("done "))
+    assert "120.0" in done_line and "1.20x" in done_line and "n/a" in done_line
+    report = json.loads(json.dumps(_bench.to_json(result)))
+    cells = report["ops"]["done"]["cells"]
+    assert cells[EXT]["median_ns"] == 120.0 and cells["CuPy"] == {"na": "peer unavailable"}
+    assert report["ops"]["done"]["ratio"] == pytest.approx(1.2)
+
+
+def test_plot_writes_a_png(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "bench.png"
+    _bench.plot(_result(), str(path))
+    assert path.read_bytes().startswith(PNG_MAGIC)
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--batches", "2"], "--batches must be at least 5 for a median, not 2"),
+        (["--n", "0"], "must be at least 1, not 0"),
+        (["--n", "many"], "invalid _positive value: 'many'"),
+    ],
+)
+def test_bad_options_are_named(option: list[str], message: str) -> None:
+    result = run_interpreter("-m", "extstream", "bench", *option)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+def test_plot_without_matplotlib_says_what_to_install() -> None:
+    code = (
+        "import sys; sys.modules['matplotlib'] = None; sys.argv = ['x', 'bench', '--plot', 'x.png']"
+        "\nfrom extstream.__main__ import main; sys.exit(main())"
+    )
+    result = run_interpreter("-c", code)
+    assert result.returncode == 2
+    assert "pip install 'extstream[plot]'" in result.stderr
+
+
+def test_without_a_gpu_it_says_so() -> None:
+    result = run_interpreter(
+        "-m", "extstream", "bench", env={"EXTSTREAM_BACKEND": "cuda", "CUDA_VISIBLE_DEVICES": ""}
+    )
+    assert result.returncode == 1
+    assert "python -m extstream bench needs a CUDA GPU: cudaError" in result.stdout
+
+
+def test_on_the_simulator_it_says_so() -> None:
+    result = run_interpreter("-m", "extstream", "bench", env={"EXTSTREAM_BACKEND": "sim"})
+    assert result.returncode == 1
+    assert "the simulator has no CUDA calls to time" in result.stdout
+
+
+@pytest.mark.gpu
+def test_bench_on_a_gpu(tmp_path: Path) -> None:
+    if sim.active():
+        pytest.skip("times real CUDA calls")
+    out, chart = tmp_path / "bench.json", tmp_path / "bench.png"
+    args = ["--n", "300", "--batches", "5", "--json", str(out)]
+    if _has_matplotlib():
+        args += ["--plot", str(chart)]
+    result = run_interpreter("-m", "extstream", "bench", *args, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(out.read_text())
+    for name in ("done", "synchronize", "record(ev)", "wait_event(ev)", "with s: pass"):
+        assert report["ops"][name]["cells"][EXT]["median_ns"] > 0
+    assert report["ops"]["done"]["ratio"] > 0
+    rows = [line.split() for line in result.stdout.splitlines()]
+    assert any(row[:1] == ["done"] and row[-1].endswith("x") for row in rows)  # with its ratio
+    if _has_matplotlib():
+        assert chart.read_bytes().startswith(PNG_MAGIC)
+
+
+def _has_matplotlib() -> bool:
+    return importlib.util.find_spec("matplotlib") is not None
