@@ -42,10 +42,6 @@ from ._backend import cuda as _cuda
 from ._errors import CudaError
 
 
-def _version_text(code: int) -> str:
-    return f"{code // 1000}.{code % 1000 // 10}"
-
-
 def _check_wrap_infers_device() -> str:
     owned = Stream()
     wrapped = ExternalStream(owned.ptr)
@@ -200,7 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             print("Running the same checks on extstream's CPU simulator instead:\n")
         return _on_the_simulator(sys.argv[1:] if argv is None else argv, str(exc))
     driver, runtime = _cuda.cudaDriverGetVersion()[1], _cuda.cudaRuntimeGetVersion()[1]
-    report["driver"], report["runtime"] = _version_text(driver), _version_text(runtime)
+    report["driver"], report["runtime"] = _bench.cuda_version(driver), _bench.cuda_version(runtime)
     report["devices"] = [_device_name(device) for device in range(count)]
     report["frameworks"] = [
         name for name in ("torch", "cupy", "numba", "cuda.core") if _installed(name)

@@ -367,7 +367,8 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _cuda_version(code: int) -> str:
+def cuda_version(code: int) -> str:
+    """CUDA's version code as text: 13000 -> ``"13.0"``."""
     return f"{code // 1000}.{code % 1000 // 10}"
 
 
@@ -377,8 +378,8 @@ def _machine_info() -> dict[str, str]:
         "GPU": properties.name.decode(errors="replace").rstrip("\0"),
         "devices": str(_check(runtime.cudaGetDeviceCount())),
         "CPU": _cpu_model(),
-        "driver": _cuda_version(_check(runtime.cudaDriverGetVersion())),
-        "cuda runtime (bindings)": _cuda_version(_check(runtime.cudaRuntimeGetVersion())),
+        "driver": cuda_version(_check(runtime.cudaDriverGetVersion())),
+        "cuda runtime (bindings)": cuda_version(_check(runtime.cudaRuntimeGetVersion())),
         "cuda-bindings": _cuda.BINDINGS_VERSION,
         "Python": f"{platform.python_implementation()} {platform.python_version()}",
     }
