@@ -73,6 +73,16 @@ def test_gpu_tests_skip_without_gpu_and_fail_when_required(
     child(GPU_TESTS).assert_outcomes(passed=1, errors=2)
 
 
+def test_a_bad_require_gpu_value_is_a_usage_error_naming_it(
+    child: Child, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The plugin reads the variable as extstream does: "maybe" is neither yes nor no.
+    monkeypatch.setenv("EXTSTREAM_REQUIRE_GPU", "maybe")
+    result = child(GPU_TESTS, "--extstream-sim")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*EXTSTREAM_REQUIRE_GPU='maybe' is not a boolean*"])
+
+
 def test_guard_fails_a_test_that_leaves_a_current_stream(child: Child) -> None:
     source = """
 import pytest

@@ -55,21 +55,27 @@ def test_integer_like_handles_are_accepted() -> None:
     assert ExternalStream(2**64 - 1, 0).ptr == 2**64 - 1
 
 
-def test_comparisons_use_device_then_handle() -> None:
-    a, a2, b, other_device = (
-        ExternalStream(H, 0),
-        ExternalStream(H, 0),
-        ExternalStream(H + 8, 0),
-        ExternalStream(H, 1),
-    )
+def test_comparisons_use_the_handle_then_the_device_of_special_handles() -> None:
+    a, a2, b = ExternalStream(H, 0), ExternalStream(H, 0), ExternalStream(H + 8, 0)
+    claimed_elsewhere = ExternalStream(H, 1)  # one handle is one stream, whatever is claimed
+    legacy0, legacy1 = ExternalStream(0, 0), ExternalStream(0, 1)
     assert a == a2 and hash(a) == hash(a2) and a is not a2
     assert a != b
-    assert a != other_device
-    assert a < b < other_device
+    assert a == claimed_elsewhere and hash(a) == hash(claimed_elsewhere)
+    assert legacy0 < legacy1 < a < b
     assert a <= a2 <= b
-    assert other_device > a >= a2
-    assert len({a, a2, b, other_device}) == 3
-    assert sorted([other_device, b, a]) == [a, b, other_device]
+    assert b > a >= a2
+    assert len({a, a2, b, claimed_elsewhere, legacy0, legacy1}) == 4
+    assert sorted([b, legacy1, a, legacy0]) == [legacy0, legacy1, a, b]
+
+
+def test_comparing_and_hashing_never_call_cuda() -> None:
+    # The device of H is unknown and H names no stream: asking CUDA would raise.
+    unknown, other = ExternalStream(H), ExternalStream(H + 8)
+    assert hash(unknown) == hash(ExternalStream(H, 0))
+    assert unknown == ExternalStream(H, 3) and unknown != other and unknown < other
+    with pytest.raises(extstream.CudaError):
+        _ = unknown.device_id
 
 
 def test_legacy_stream_of_two_devices_differ() -> None:
@@ -188,6 +194,8 @@ def test_wait_event_refuses_streams_and_unknown_objects() -> None:
         s.wait_event(ExternalStream(H + 8, 0))
     with pytest.raises(TypeError, match="CUDA event"):
         s.wait_event("event")
+    with pytest.raises(ValueError, match="NULL"):
+        s.wait_event(0)
     unrecorded_torch_event = type(
         "Event", (), {"__module__": "torch.cuda.streams", "cuda_event": 0}
     )()

@@ -4,17 +4,25 @@ Wrap any stream handle (torch, CuPy, numba, cuda.core, C code) as an
 :class:`ExternalStream`, order work with :class:`Event`, run Python when the GPU
 gets somewhere, and keep a per-thread, per-task current stream. Importing
 extstream never touches the CUDA driver; the first CUDA call does.
+
+The names that need CUDA are imported on first use: ``import extstream`` alone
+chooses no backend and imports no ``cuda.bindings`` (so a pytest plugin or a
+library can import it at no cost), while ``from extstream import Stream`` or
+``extstream.Stream`` loads the backend as before.
 """
 
-from . import _fork  # noqa: F401 - registers the fork handler
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any, Final
+
 from ._config import debug_checks_enabled, set_debug_checks
-from ._current import get_current_stream
-from ._errors import CudaError
-from ._event import Event
-from ._interop import as_stream
-from ._stream import ExternalStream, Stream
-from ._timing import Timed, timed
 from ._version import __version__
+
+if TYPE_CHECKING:
+    from ._errors import CudaError
+    from ._stream import Event, ExternalStream, Stream, as_stream, get_current_stream
+    from ._timing import Timed, timed
 
 __all__ = [
     "CudaError",
@@ -29,3 +37,27 @@ __all__ = [
     "set_debug_checks",
     "timed",
 ]
+
+_LAZY: Final = {
+    "CudaError": "._errors",
+    "Event": "._stream",
+    "ExternalStream": "._stream",
+    "Stream": "._stream",
+    "as_stream": "._stream",
+    "get_current_stream": "._stream",
+    "Timed": "._timing",
+    "timed": "._timing",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'extstream' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later look-ups are plain module attributes
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

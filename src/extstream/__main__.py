@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from . import (
     Event,
@@ -130,7 +130,7 @@ def _framework_checks() -> list[tuple[str, Callable[[], str]]]:
     return checks
 
 
-_CHECKS: list[tuple[str, Callable[[], str]]] = [
+_CHECKS: Final[list[tuple[str, Callable[[], str]]]] = [
     ("wrap a foreign handle", _check_wrap_infers_device),
     ("host callbacks", _check_callbacks_in_order),
     ("events", _check_event_ordering),
@@ -160,7 +160,7 @@ def _on_the_simulator(argv: list[str], reason: str) -> int:
     ).returncode
 
 
-_NO_GPU_REASON = "EXTSTREAM_SELF_CHECK_NO_GPU"
+_NO_GPU_REASON: Final = "EXTSTREAM_SELF_CHECK_NO_GPU"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,9 +195,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"extstream {__version__}: no CUDA GPU here ({exc})")
             print("Running the same checks on extstream's CPU simulator instead:\n")
         return _on_the_simulator(sys.argv[1:] if argv is None else argv, str(exc))
-    driver, runtime = _cuda.cudaDriverGetVersion()[1], _cuda.cudaRuntimeGetVersion()[1]
-    report["driver"], report["runtime"] = _bench.cuda_version(driver), _bench.cuda_version(runtime)
-    report["devices"] = [_device_name(device) for device in range(count)]
+    report["driver"], report["runtime"] = _device.versions()
+    report["devices"] = [_device.device_name(device) for device in range(count)]
     report["frameworks"] = [
         name for name in ("torch", "cupy", "numba", "cuda.core") if _installed(name)
     ]
@@ -219,13 +218,6 @@ def _installed(name: str) -> bool:
         return importlib.util.find_spec(name) is not None
     except ModuleNotFoundError:  # the parent package is missing
         return False
-
-
-def _device_name(device: int) -> str:
-    err, properties = _cuda.cudaGetDeviceProperties(device)
-    if err is not _cuda.SUCCESS:
-        return "?"
-    return str(properties.name.decode(errors="replace").rstrip("\0"))
 
 
 def _print_report(report: dict[str, Any], failures: int) -> None:

@@ -39,18 +39,18 @@ import timeit
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from ._backend import NAME as BACKEND
 from ._backend import cuda as _cuda
-from ._current import get_current_stream
-from ._event import Event
-from ._stream import ExternalStream
+from ._device import device_name, versions
+from ._errors import call
+from ._stream import Event, ExternalStream, get_current_stream
 from ._version import __version__
 
 # The raw columns' modules; None on the simulator, where there is nothing to measure.
-runtime: Any = getattr(_cuda, "runtime_module", None)
-driver: Any = getattr(_cuda, "driver_module", None)
+runtime: Any = _cuda.runtime_module
+driver: Any = _cuda.driver_module
 
 EXT, RT, DRV, CUPY, TORCH, CORE = (
     "extstream",
@@ -60,9 +60,9 @@ EXT, RT, DRV, CUPY, TORCH, CORE = (
     "torch",
     "cuda.core",
 )
-COLUMNS = (EXT, RT, DRV, CUPY, TORCH, CORE)
-RAW = (RT, DRV)
-WITH = "with s:\n    pass"
+COLUMNS: Final = (EXT, RT, DRV, CUPY, TORCH, CORE)
+RAW: Final = (RT, DRV)
+WITH: Final = "with s:\n    pass"
 
 Namespace = dict[str, Any]
 
@@ -108,7 +108,7 @@ def _construct(args: str, torch_args: str) -> Op:
 
 # record(ev) runs before wait_event(ev), so the event waited on has been
 # recorded (waiting on a never-recorded event is a legal but unrepresentative no-op).
-OPS = (
+OPS: Final = (
     Op(
         "done",
         {
@@ -170,7 +170,7 @@ OPS = (
     _construct("ptr", "ptr"),
 )
 
-LEGEND = """\
+LEGEND: Final = """\
 ns per call, median of the batches ('n/a': implementation lacks it, '-': not compared).
 raw runtime/driver: cuda.bindings calls on a prebuilt cudaStream_t / CUstream (and event);
   'done [int handle]' passes the plain int instead; get_current_stream rows show
@@ -215,14 +215,6 @@ class Result:
     batches: int
     loop_overhead_ns: float
     rows: list[Row]
-
-
-def _check(result: tuple[Any, ...]) -> Any:
-    """The payload of a cuda.bindings call; ``RuntimeError`` on a CUDA error."""
-    err, *payload = result
-    if err != runtime.cudaError_t.cudaSuccess:
-        raise RuntimeError(f"CUDA call failed: {err!r}")
-    return payload[0] if payload else None
 
 
 # --- one namespace per column; a set-up that raises marks the column n/a ---
@@ -309,7 +301,7 @@ def _cuda_core_ns(ptr: int) -> tuple[Namespace, str]:
     return namespace, str(core.__version__)
 
 
-PEERS: dict[str, Callable[[int], tuple[Namespace, str]]] = {
+PEERS: Final[dict[str, Callable[[int], tuple[Namespace, str]]]] = {
     EXT: _extstream_ns,
     CUPY: _cupy_ns,
     TORCH: _torch_ns,
@@ -367,19 +359,14 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def cuda_version(code: int) -> str:
-    """CUDA's version code as text: 13000 -> ``"13.0"``."""
-    return f"{code // 1000}.{code % 1000 // 10}"
-
-
 def _machine_info() -> dict[str, str]:
-    properties = _check(runtime.cudaGetDeviceProperties(0))
+    driver_version, runtime_version = versions()
     return {
-        "GPU": properties.name.decode(errors="replace").rstrip("\0"),
-        "devices": str(_check(runtime.cudaGetDeviceCount())),
+        "GPU": device_name(0),
+        "devices": str(call(runtime.cudaGetDeviceCount)),
         "CPU": _cpu_model(),
-        "driver": cuda_version(_check(runtime.cudaDriverGetVersion())),
-        "cuda runtime (bindings)": cuda_version(_check(runtime.cudaRuntimeGetVersion())),
+        "driver": driver_version,
+        "cuda runtime (bindings)": runtime_version,
         "cuda-bindings": _cuda.BINDINGS_VERSION,
         "Python": f"{platform.python_implementation()} {platform.python_version()}",
     }
@@ -401,12 +388,12 @@ def no_gpu_reason() -> str | None:
 def run(n: int, batches: int, progress: Callable[[str], None] = print) -> Result:
     """Measure every operation; *progress* gets the header and one line per cell."""
     info = _machine_info()
-    h = _check(runtime.cudaStreamCreateWithFlags(runtime.cudaStreamNonBlocking))
-    ev = _check(runtime.cudaEventCreateWithFlags(runtime.cudaEventDisableTiming))
+    h = call(runtime.cudaStreamCreateWithFlags, runtime.cudaStreamNonBlocking)
+    ev = call(runtime.cudaEventCreateWithFlags, runtime.cudaEventDisableTiming)
     ptr = int(h)
 
     def reset() -> None:
-        _check(runtime.cudaStreamSynchronize(h))
+        call(runtime.cudaStreamSynchronize, h)
 
     rows: list[Row] = []
     try:
@@ -441,8 +428,8 @@ def run(n: int, batches: int, progress: Callable[[str], None] = print) -> Result
                     elif col in row.failed:
                         progress(f"{op.name:24}{col:12}      n/a  ({row.failed[col]})")
     finally:
-        _check(runtime.cudaEventDestroy(ev))
-        _check(runtime.cudaStreamDestroy(h))
+        call(runtime.cudaEventDestroy, ev)
+        call(runtime.cudaStreamDestroy, h)
     return Result(info, n, batches, loop_ns, rows)
 
 

@@ -34,7 +34,6 @@ from __future__ import annotations
 import atexit
 import collections
 import contextvars
-import ctypes
 import itertools
 import os
 import queue
@@ -43,15 +42,14 @@ import threading
 import time
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
-from . import _device, _native
+from . import _config, _device, _native
 from ._backend import cuda as _cuda
-from ._errors import CudaError, raise_cuda_error
+from ._errors import CudaError, call
+from ._handles import enqueue_host_function, is_capturing
 
-_SUCCESS = _cuda.SUCCESS
-_CAPTURE_NONE = 0  # CU_STREAM_CAPTURE_STATUS_NONE
-_EXIT_TIMEOUT = float(os.environ.get("EXTSTREAM_EXIT_TIMEOUT", "10"))
+_EXIT_TIMEOUT: Final = _config.exit_timeout()
 
 # An entry: [function, args, context]. Lists, so that a failed launch can find
 # and remove its own entry by identity.
@@ -107,9 +105,9 @@ def _notify_captured(key: int) -> None:
     _captured_ready.put(key)
 
 
-_HELD = _cuda.host_function(_run_held)
-_HELD_CAPTURED = _cuda.host_function(_run_captured)
-_NOTIFY_CAPTURED = _cuda.host_function(_notify_captured)
+_HELD: Final = _native.host_function(_run_held)
+_HELD_CAPTURED: Final = _native.host_function(_run_captured)
+_NOTIFY_CAPTURED: Final = _native.host_function(_notify_captured)
 
 
 class _StreamQueue:
@@ -145,7 +143,7 @@ class _StreamQueue:
         self.thread.start()
 
 
-_DISPATCHER_IDLE = 10.0
+_DISPATCHER_IDLE = 10.0  # seconds; tests shorten it
 _queues: dict[object, _StreamQueue] = {}
 _queues_lock = threading.Lock()
 _captured_ready: queue.SimpleQueue[int] = queue.SimpleQueue()
@@ -181,38 +179,6 @@ def _stream_queue(ptr: int) -> _StreamQueue:
         with _queues_lock:
             stream_queue = _queues.setdefault(key, _StreamQueue())
     return stream_queue
-
-
-def enqueue_host_function(ptr: int, direct: bool, function: int, user_data: int) -> None:
-    """Enqueue the C host function *function* with *user_data* on stream *ptr*.
-
-    *direct*: try the driver's entry point first (the handle is checked and needs
-    no device switch); the runtime path runs otherwise, or if that fails.
-    cuda.bindings' ``cudaLaunchHostFunc`` frees its own wrapper after one call,
-    so it serves only host functions that run once (never graph nodes).
-    """
-    if direct and not _cuda.launch_host_func(ptr, function, user_data):
-        return
-    err = _cuda.cudaLaunchHostFunc(_cuda.stream_t(ptr), _cuda.host_fn_t(function), user_data)[0]
-    if err is not _SUCCESS:
-        raise_cuda_error(err, "cudaLaunchHostFunc")
-
-
-_capture_status = ctypes.c_int()
-_capture_status_address = ctypes.addressof(_capture_status)
-_capture_lock = threading.Lock()
-
-
-def is_capturing(ptr: int, direct: bool) -> bool:
-    """Whether the stream is being captured (a query that is safe during capture)."""
-    if direct:
-        with _capture_lock:
-            if not _cuda.stream_is_capturing(ptr, _capture_status_address):
-                return _capture_status.value != _CAPTURE_NONE
-    err, status = _cuda.cudaStreamIsCapturing(_cuda.stream_t(ptr))
-    if err is not _SUCCESS:
-        raise_cuda_error(err, "cudaStreamIsCapturing")
-    return status is not _cuda.CAPTURE_NONE
 
 
 def launch(
@@ -260,22 +226,16 @@ def _launch_notification(ptr: int, direct: bool, entry: Entry) -> None:
 def _launch_captured(ptr: int, direct: bool, entry: Entry, hold_stream: bool) -> None:
     if not hold_stream and _graph_dispatcher is None:
         _start_graph_dispatcher()
-    info = _cuda.cudaStreamGetCaptureInfo(_cuda.stream_t(ptr))
-    if info[0] is not _SUCCESS:
-        raise_cuda_error(info[0], "cudaStreamGetCaptureInfo")
-    graph = info[3]
+    graph = call(_cuda.cudaStreamGetCaptureInfo, _cuda.stream_t(ptr))[2]
     release = _native.new_semaphore()
-    err, user_object = _cuda.cudaUserObjectCreate(
+    user_object = call(
+        _cuda.cudaUserObjectCreate,
         release,
         _cuda.host_fn_t(_native.SEM_POST_ADDRESS),
         1,
         _cuda.USER_OBJECT_NO_DESTRUCTOR_SYNC,
     )
-    if err is not _SUCCESS:
-        raise_cuda_error(err, "cudaUserObjectCreate")
-    err = _cuda.cudaGraphRetainUserObject(graph, user_object, 1, _cuda.GRAPH_USER_OBJECT_MOVE)[0]
-    if err is not _SUCCESS:
-        raise_cuda_error(err, "cudaGraphRetainUserObject")
+    call(_cuda.cudaGraphRetainUserObject, graph, user_object, 1, _cuda.GRAPH_USER_OBJECT_MOVE)
     key = _next_key()
     _captured[key] = (entry, release)
     # The driver's entry point, never cuda.bindings' runtime wrapper: that one is
@@ -286,8 +246,8 @@ def _launch_captured(ptr: int, direct: bool, entry: Entry, hold_stream: bool) ->
         raise CudaError(
             _cuda.ERROR_NOT_SUPPORTED,
             "cuLaunchHostFunc",
-            None,
-            f"the driver refused a host function in a capturing stream (CUresult {status})",
+            explanation="the driver refused a host function in a capturing stream "
+            f"(CUresult {status})",
         )
 
 
@@ -347,14 +307,20 @@ def _at_exit() -> None:
 atexit.register(_at_exit)
 
 
-def forget_after_fork() -> None:
-    """In a forked child: the parent's callbacks and dispatcher are not ours."""
-    global _graph_dispatcher
+def _after_fork_in_child() -> None:
+    # The parent's callbacks and dispatchers are not ours, and any of these locks
+    # may have been held by another thread at the fork.
+    global _graph_dispatcher, _graph_dispatcher_lock, _queues_lock
     _graph_dispatcher = None
+    _graph_dispatcher_lock = threading.Lock()
+    _queues_lock = threading.Lock()
     _held.clear()
     _captured.clear()
     _queues.clear()
     callback_threads.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 _unraisable_args_type: Any = None

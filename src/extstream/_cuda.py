@@ -41,9 +41,10 @@ they become stand-ins that report failure, so that the runtime path is taken.
 from __future__ import annotations
 
 import ctypes
+import os
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 import cuda.bindings
 from cuda.bindings import driver as _driver
@@ -51,19 +52,85 @@ from cuda.bindings import runtime as _rt
 
 from . import _native
 
-BACKEND = "cuda"
-BINDINGS_VERSION: str = cuda.bindings.__version__
+# The backend interface: _sim provides the same names (tests/test_backends.py checks).
+__all__ = [
+    "BINDINGS_VERSION",
+    "CAPTURE_STATUS_NONE",
+    "CU_SUCCESS",
+    "DIRECT_CALLS",
+    "ERROR_INVALID_RESOURCE_HANDLE",
+    "ERROR_NOT_SUPPORTED",
+    "EVENT_BLOCKING_SYNC",
+    "EVENT_DISABLE_TIMING",
+    "EVENT_INTERPROCESS",
+    "GRAPH_USER_OBJECT_MOVE",
+    "NOT_READY",
+    "NOT_READY_STATUS",
+    "STREAM_NON_BLOCKING",
+    "SUCCESS",
+    "USER_OBJECT_NO_DESTRUCTOR_SYNC",
+    "CUevent",
+    "CUstream",
+    "cuEventRecord",
+    "cuStreamWaitEvent",
+    "cudaDriverGetVersion",
+    "cudaEventCreateWithFlags",
+    "cudaEventDestroy",
+    "cudaEventElapsedTime",
+    "cudaEventQuery",
+    "cudaEventRecord",
+    "cudaEventSynchronize",
+    "cudaGetDevice",
+    "cudaGetDeviceCount",
+    "cudaGetDeviceProperties",
+    "cudaGraphRetainUserObject",
+    "cudaLaunchHostFunc",
+    "cudaRuntimeGetVersion",
+    "cudaSetDevice",
+    "cudaStreamCreateWithPriority",
+    "cudaStreamDestroy",
+    "cudaStreamGetCaptureInfo",
+    "cudaStreamGetDevice",
+    "cudaStreamGetFlags",
+    "cudaStreamGetPriority",
+    "cudaStreamIsCapturing",
+    "cudaStreamQuery",
+    "cudaStreamSynchronize",
+    "cudaStreamWaitEvent",
+    "cudaUserObjectCreate",
+    "direct_driver_calls",
+    "driver_module",
+    "error_name",
+    "error_string",
+    "event_query",
+    "event_synchronize",
+    "event_t",
+    "handle_is_valid",
+    "host_fn_t",
+    "launch_host_func",
+    "load_driver_entry_points",
+    "runtime_module",
+    "stream_is_capturing",
+    "stream_query",
+    "stream_synchronize",
+    "stream_t",
+]
 
-SUCCESS: Any = _rt.cudaError_t.cudaSuccess
-NOT_READY: Any = _rt.cudaError_t.cudaErrorNotReady
-ERROR_INVALID_RESOURCE_HANDLE = int(_rt.cudaError_t.cudaErrorInvalidResourceHandle)
-ERROR_NOT_SUPPORTED = int(_rt.cudaError_t.cudaErrorNotSupported)
-CAPTURE_NONE: Any = _rt.cudaStreamCaptureStatus.cudaStreamCaptureStatusNone
+BINDINGS_VERSION: Final[str] = cuda.bindings.__version__
 
-STREAM_NON_BLOCKING = int(_rt.cudaStreamNonBlocking)
-EVENT_BLOCKING_SYNC = int(_rt.cudaEventBlockingSync)
-EVENT_DISABLE_TIMING = int(_rt.cudaEventDisableTiming)
-EVENT_INTERPROCESS = int(_rt.cudaEventInterprocess)
+SUCCESS: Final[Any] = _rt.cudaError_t.cudaSuccess
+NOT_READY: Final[Any] = _rt.cudaError_t.cudaErrorNotReady
+#: cudaErrorNotReady as an int: the same number in ``CUresult``, which the direct calls return.
+NOT_READY_STATUS: Final = int(NOT_READY)
+ERROR_INVALID_RESOURCE_HANDLE: Final = int(_rt.cudaError_t.cudaErrorInvalidResourceHandle)
+ERROR_NOT_SUPPORTED: Final = int(_rt.cudaError_t.cudaErrorNotSupported)
+#: cudaStreamCaptureStatusNone as an int, as both capture queries are compared.
+CAPTURE_STATUS_NONE: Final = int(_rt.cudaStreamCaptureStatus.cudaStreamCaptureStatusNone)
+
+STREAM_NON_BLOCKING: Final = int(_rt.cudaStreamNonBlocking)
+EVENT_BLOCKING_SYNC: Final = int(_rt.cudaEventBlockingSync)
+EVENT_DISABLE_TIMING: Final = int(_rt.cudaEventDisableTiming)
+EVENT_INTERPROCESS: Final = int(_rt.cudaEventInterprocess)
 
 # Runtime handle types, for the runtime path.
 stream_t = _rt.cudaStream_t
@@ -94,17 +161,17 @@ cudaDriverGetVersion = _rt.cudaDriverGetVersion
 cudaStreamGetCaptureInfo = _rt.cudaStreamGetCaptureInfo
 cudaUserObjectCreate = _rt.cudaUserObjectCreate
 cudaGraphRetainUserObject = _rt.cudaGraphRetainUserObject
-USER_OBJECT_NO_DESTRUCTOR_SYNC = int(_rt.cudaUserObjectFlags.cudaUserObjectNoDestructorSync)
-GRAPH_USER_OBJECT_MOVE = int(_rt.cudaUserObjectRetainFlags.cudaGraphUserObjectMove)
+USER_OBJECT_NO_DESTRUCTOR_SYNC: Final = int(_rt.cudaUserObjectFlags.cudaUserObjectNoDestructorSync)
+GRAPH_USER_OBJECT_MOVE: Final = int(_rt.cudaUserObjectRetainFlags.cudaGraphUserObjectMove)
 cudaRuntimeGetVersion = _rt.cudaRuntimeGetVersion
 
 #: The cuda.bindings modules themselves: ``python -m extstream bench`` times
-#: their raw calls beside extstream's.
-runtime_module = _rt
-driver_module = _driver
+#: their raw calls beside extstream's (None on the simulator).
+runtime_module: Final[Any] = _rt
+driver_module: Final[Any] = _driver
 
 
-_FAILED = -1  # the stand-ins' status: not a CUresult, so the runtime path runs
+_FAILED: Final = -1  # the stand-ins' status: not a CUresult, so the runtime path runs
 
 
 def _loads_first(name: str) -> Callable[..., int]:
@@ -128,12 +195,12 @@ stream_is_capturing: Callable[[int, int], int] = _loads_first("stream_is_capturi
 
 CUstream = _driver.CUstream
 CUevent = _driver.CUevent
-CU_SUCCESS: Any = _driver.CUresult.CUDA_SUCCESS
+CU_SUCCESS: Final[Any] = _driver.CUresult.CUDA_SUCCESS
 cuEventRecord = _driver.cuEventRecord
 cuStreamWaitEvent = _driver.cuStreamWaitEvent
 
-_P = ctypes.c_void_p
-_ENTRY_POINTS: dict[str, tuple[str, tuple[Any, ...]]] = {
+_P: Final = ctypes.c_void_p
+_ENTRY_POINTS: Final[dict[str, tuple[str, tuple[Any, ...]]]] = {
     "stream_query": ("cuStreamQuery", (_P,)),
     "stream_synchronize": ("cuStreamSynchronize", (_P,)),
     "event_query": ("cuEventQuery", (_P,)),
@@ -142,7 +209,7 @@ _ENTRY_POINTS: dict[str, tuple[str, tuple[Any, ...]]] = {
     "stream_is_capturing": ("cuStreamIsCapturing", (_P, _P)),
 }
 #: The names of the ctypes driver calls.
-DIRECT_CALLS = frozenset(_ENTRY_POINTS)
+DIRECT_CALLS: Final = frozenset(_ENTRY_POINTS)
 _load_lock = threading.Lock()
 #: Whether the ctypes calls reach the driver (False: every call takes the runtime path).
 direct_driver_calls = False
@@ -151,6 +218,14 @@ _load_tried = False
 
 def _always_failed(*args: object) -> int:
     return _FAILED
+
+
+def _after_fork_in_child() -> None:
+    global _load_lock  # another thread may have held it at the fork
+    _load_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def load_driver_entry_points() -> bool:
@@ -197,23 +272,6 @@ def error_string(status: int) -> str:
     except ValueError:
         return "unknown CUDA error"
     return text.decode() if err is SUCCESS else "unknown CUDA error"
-
-
-_HOST_FN_TYPE = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
-_host_fn_thunks: list[Any] = []  # a thunk must outlive every launch that may call it
-
-
-def host_function(func: Callable[[int], None]) -> int:
-    """The address of a C host function that calls ``func(user_data)``; lives for good.
-
-    ctypes makes the C function: it takes the GIL and calls *func* with the
-    ``userData`` int given at launch.
-    """
-    thunk = _HOST_FN_TYPE(func)
-    _host_fn_thunks.append(thunk)
-    address = ctypes.cast(thunk, ctypes.c_void_p).value
-    assert address is not None
-    return address
 
 
 def handle_is_valid(ptr: int) -> bool:

@@ -1,4 +1,4 @@
-"""The current stream: one ``ContextVar`` per device.
+"""The current stream: one ``ContextVar`` per device, and the rules for setting it.
 
 Context variables give every thread and every asyncio task its own current
 stream, and a task started inside ``with s:`` inherits ``s`` without leaking its
@@ -10,64 +10,57 @@ current before; ``s.use()`` sets ``[s, None, block]``, where *block* is the
 binding of the innermost open ``with`` (None outside any), so that leaving that
 block restores what was current before it, and an exit that does not match the
 innermost block is detected. Lists, not objects: one allocation, no cycles.
+
+This module knows no stream class: ``_stream`` makes each device's default
+stream and hands it in, and enters ``with`` blocks itself (``[s, token, None]``;
+leaving the innermost block is its fast path too, a hot path kept free of calls).
 """
 
 from __future__ import annotations
 
-import threading
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import Any, Final, NoReturn
 
-from . import _config, _device, _stream
+from . import _config
 
-if TYPE_CHECKING:
-    from ._stream import ExternalStream
+#: Handle of the stream that is current where nothing was made current.
+DEFAULT_HANDLE: Final = 2 if _config.PER_THREAD_DEFAULT_STREAM else 0
 
-# Handle of the stream that is current where nothing was made current.
-DEFAULT_HANDLE = 2 if _config.PER_THREAD_DEFAULT_STREAM else 0
+Variable = ContextVar[list[Any]]
 
-_vars: dict[int, ContextVar[list[Any]]] = {}
-_vars_lock = threading.Lock()
-_current_device = _device.current_device
-# Device 0's variable once the process is known to have one device, so that
-# get_current_stream() needs neither a CUDA call nor a dict look-up.
-_only_device_var: ContextVar[list[Any]] | None = None
+#: Each device's variable, by device number.
+variables: dict[int, Variable] = {}
 
 
-def current_var(device_id: int) -> ContextVar[list[Any]]:
-    """The current-stream variable of *device_id*, made on first use."""
-    var = _vars.get(device_id)
-    if var is None:
-        with _vars_lock:
-            var = _vars.get(device_id)
-            if var is None:
-                default = _stream.ExternalStream(DEFAULT_HANDLE, device_id)
-                name = f"extstream.current_stream[{device_id}]"
-                var = ContextVar(name, default=[default, None, None])  # noqa: B039 - never mutated
-                _vars[device_id] = var
-    return var
+def make_variable(device_id: int, default: object) -> Variable:
+    """The variable of *device_id*, made with *default* as its stream if there is none yet."""
+    name = f"extstream.current_stream[{device_id}]"
+    made = ContextVar(name, default=[default, None, None])  # noqa: B039 - never mutated
+    return variables.setdefault(device_id, made)  # atomic: of two racing threads, one wins
 
 
-def get_current_stream(device_id: int | None = None) -> ExternalStream:
-    """The stream current in this thread or task for *device_id* (None: the current device).
+def use(var: Variable, stream: object) -> None:
+    """Make *stream* current until changed, or until the innermost open ``with`` ends."""
+    binding = var.get()
+    var.set([stream, None, binding if binding[1] is not None else binding[2]])
 
-    Where nothing was made current: the legacy default stream (handle 0), or the
-    per-thread default stream (handle 2) with ``EXTSTREAM_PER_THREAD_DEFAULT_STREAM=1``.
-    Costs no CUDA call when the device is given or only one device exists.
-    """
-    global _only_device_var
-    if device_id is None:
-        var = _only_device_var
-        if var is not None:
-            stream: ExternalStream = var.get()[0]
-            return stream
-        device_id = _current_device()  # one cudaGetDevice with several devices
-        if _device.device_count() == 1:
-            _only_device_var = current_var(0)
-    elif type(device_id) is not int:
-        device_id = _device.device_index(device_id)
+
+def leave(var: Variable, stream: object) -> None:
+    """``with stream:`` ends: restore what was current before it, or raise if out of order."""
+    binding = var.get()
+    if binding[1] is None:  # made current by use() inside the block
+        binding = binding[2]
+    if binding is None or binding[0] is not stream:
+        _raise_out_of_order(stream, binding)
     try:
-        stream = _vars[device_id].get()[0]
-    except KeyError:
-        stream = current_var(_device.device_index(device_id)).get()[0]
-    return stream
+        var.reset(binding[1])
+    except ValueError:  # entered in another context (thread, task, generator)
+        _raise_out_of_order(stream, None)
+
+
+def _raise_out_of_order(stream: object, binding: list[Any] | None) -> NoReturn:
+    innermost = "none" if binding is None else repr(binding[0])
+    raise RuntimeError(
+        f"leaving 'with {stream!r}' out of order: the innermost open 'with' block "
+        f"of its device in this context is {innermost}; the current stream was left unchanged"
+    )

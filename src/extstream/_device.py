@@ -1,47 +1,57 @@
-"""Device numbers: validation, the device count, and the current device."""
+"""Device numbers: validation, the device count, the current device, and what a device is."""
 
 from __future__ import annotations
 
 import operator
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, Final
 
+from . import _fork
 from ._backend import cuda as _cuda
-from ._errors import raise_cuda_error
+from ._errors import call
 
-_SUCCESS = _cuda.SUCCESS
+_SUCCESS: Final = _cuda.SUCCESS
+_MAX_DEVICE: Final = 2**31 - 1  # CUDA's device numbers are C ints
 
 # The device count is fixed for the life of a process (CUDA reads
 # CUDA_VISIBLE_DEVICES once), so it is asked once, on first need.
 _count: int | None = None
+_used = False
 
 
 def device_index(device_id: object, *, name: str = "device_id") -> int:
-    """*device_id* as a non-negative int, or ``TypeError``/``ValueError`` naming it."""
+    """*device_id* as an int in ``[0, 2**31)``, or ``TypeError``/``ValueError`` naming it."""
     if isinstance(device_id, bool):
         raise TypeError(f"{name} must be an int, not {device_id!r}")
     try:
         index = operator.index(device_id)  # type: ignore[arg-type]
     except TypeError:
         raise TypeError(f"{name} must be an int, not {device_id!r}") from None
-    if index < 0:
-        raise ValueError(f"{name} must be >= 0, not {device_id!r}")
+    if not 0 <= index <= _MAX_DEVICE:
+        raise ValueError(f"{name} must be in [0, 2**31), not {device_id!r}")
     return index
+
+
+def device_or_unknown(device_id: object) -> int:
+    """*device_id* as a device number, or -1 ("unknown: ask CUDA when needed")."""
+    if device_id == -1 and type(device_id) is int:
+        return -1
+    try:
+        return device_index(device_id)
+    except ValueError:
+        raise ValueError(
+            f"device_id must be in [0, 2**31), or -1 to ask CUDA, not {device_id!r}"
+        ) from None
 
 
 def device_count() -> int:
     """How many CUDA devices this process sees; ``CudaError`` without a driver."""
     global _count
     if _count is None:
-        err, count = _cuda.cudaGetDeviceCount()
-        if err is not _SUCCESS:
-            raise_cuda_error(err, "cudaGetDeviceCount")
-        _count = count
+        _count = int(call(_cuda.cudaGetDeviceCount))
     return _count
-
-
-_used = False
 
 
 def note_use() -> None:
@@ -55,6 +65,14 @@ def cuda_was_used() -> bool:
     return _used or _count is not None
 
 
+def _after_fork_in_child() -> None:
+    if cuda_was_used():
+        _fork.refuse_cuda()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def current_device() -> int:
     """The calling thread's current CUDA device.
 
@@ -63,23 +81,18 @@ def current_device() -> int:
     """
     if _count == 1 or (_count is None and device_count() == 1):
         return 0
-    err, device = _cuda.cudaGetDevice()
-    if err is not _SUCCESS:
-        raise_cuda_error(err, "cudaGetDevice")
-    return int(device)
+    return int(call(_cuda.cudaGetDevice))
 
 
 def create_on(
-    device_id: int | None, create: Callable[..., tuple[Any, Any]], name: str, *args: Any
-) -> tuple[int, Any]:
+    device_id: int | None, create: Callable[..., tuple[Any, ...]], *args: Any
+) -> tuple[int, int]:
     """``(device, handle)`` from the runtime factory *create* called on *device_id*
     (None: the current device)."""
     device = current_device() if device_id is None else device_index(device_id)
     with on_device(device):
-        err, handle = create(*args)
-    if err is not _SUCCESS:
-        raise_cuda_error(err, name)
-    return device, handle
+        handle = call(create, *args)
+    return device, int(handle)
 
 
 @contextmanager
@@ -89,10 +102,28 @@ def on_device(device_id: int) -> Iterator[None]:
     if previous == device_id:
         yield
         return
-    err = _cuda.cudaSetDevice(device_id)[0]
-    if err is not _SUCCESS:
-        raise_cuda_error(err, "cudaSetDevice")
+    call(_cuda.cudaSetDevice, device_id)
     try:
         yield
     finally:
         _cuda.cudaSetDevice(previous)
+
+
+def device_name(device_id: int) -> str:
+    """The device's name as CUDA reports it (``"?"`` if it cannot)."""
+    err, properties = _cuda.cudaGetDeviceProperties(device_id)
+    if err is not _SUCCESS:
+        return "?"
+    return str(properties.name.decode(errors="replace").rstrip("\0"))
+
+
+def cuda_version(code: int) -> str:
+    """CUDA's version code as text: 13000 -> ``"13.0"``."""
+    return f"{code // 1000}.{code % 1000 // 10}"
+
+
+def versions() -> tuple[str, str]:
+    """``(driver, runtime)`` CUDA versions as text."""
+    driver = call(_cuda.cudaDriverGetVersion)
+    runtime = call(_cuda.cudaRuntimeGetVersion)
+    return cuda_version(int(driver)), cuda_version(int(runtime))

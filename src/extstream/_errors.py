@@ -1,13 +1,23 @@
-"""The one error type for failed CUDA calls, and the helper that raises it."""
+"""The one error type for failed CUDA calls, and the helpers that raise it.
+
+Error contract: every failed CUDA call raises :class:`CudaError`, whose message
+reads ``cudaErrorX: explanation (in cudaY)``; bad arguments raise ``TypeError``
+or ``ValueError`` naming the value before CUDA is called.
+"""
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
+from collections.abc import Callable
+from typing import Any, Final, NoReturn
 
 from ._backend import cuda as _cuda
+from ._public import public
+
+_SUCCESS: Final = _cuda.SUCCESS
+_NOT_READY: Final = _cuda.NOT_READY
 
 # Statuses whose CUDA text alone leaves the user guessing, with what to do.
-_NO_GPU_STATUSES = {
+_HINTS: Final = {
     3: "in a process forked from one that used CUDA? start it with the 'spawn' method",
     35: "no usable NVIDIA driver was found (CPU-only machine or container without GPU access?)",
     100: "no CUDA-capable device is visible (check CUDA_VISIBLE_DEVICES)",
@@ -16,6 +26,7 @@ _NO_GPU_STATUSES = {
 }
 
 
+@public
 class CudaError(RuntimeError):
     """A CUDA call failed.
 
@@ -34,6 +45,7 @@ class CudaError(RuntimeError):
         self,
         status: int,
         call: str | None = None,
+        *,
         name: str | None = None,
         explanation: str | None = None,
     ) -> None:
@@ -42,7 +54,7 @@ class CudaError(RuntimeError):
             name = _cuda.error_name(status)
         if explanation is None:
             explanation = _cuda.error_string(status)
-            hint = _NO_GPU_STATUSES.get(status)
+            hint = _HINTS.get(status)
             if hint is not None:
                 explanation = f"{explanation}; {hint}"
         self.status = status
@@ -53,9 +65,48 @@ class CudaError(RuntimeError):
         super().__init__(f"{name}: {explanation}{where}")
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.status, self.call, self.name, self.explanation))
+        return (_rebuild, (type(self), self.status, self.call, self.name, self.explanation))
 
 
-def raise_cuda_error(err: Any, call: str) -> NoReturn:
-    """Raise :class:`CudaError` for the status *err* returned by *call*."""
-    raise CudaError(int(err), call)
+def _rebuild(
+    cls: type[CudaError], status: int, call: str | None, name: str, explanation: str
+) -> CudaError:
+    return cls(status, call, name=name, explanation=explanation)
+
+
+def _name_of(function: Callable[..., Any]) -> str:
+    return getattr(function, "__name__", repr(function))
+
+
+def call(function: Callable[..., tuple[Any, ...]], *args: Any) -> Any:
+    """``function(*args)`` for a CUDA function returning ``(err, *results)``.
+
+    Raises :class:`CudaError` naming *function* unless ``err`` is success;
+    returns the one result, None for none, a tuple for several.
+    """
+    result = function(*args)
+    err = result[0]
+    if err is not _SUCCESS:
+        raise CudaError(int(err), _name_of(function))
+    if len(result) == 2:
+        return result[1]
+    return result[1:] if len(result) > 2 else None
+
+
+def ready(function: Callable[..., tuple[Any, ...]], *args: Any) -> bool:
+    """A CUDA query: True on success, False for not ready; :class:`CudaError` otherwise."""
+    err = function(*args)[0]
+    if err is _SUCCESS:
+        return True
+    if err is _NOT_READY:
+        return False
+    raise CudaError(int(err), _name_of(function))
+
+
+def refuse_unreadable(ptr: int, what: str) -> NoReturn:
+    """The error for a handle that CUDA would dereference and crash on."""
+    raise CudaError(
+        _cuda.ERROR_INVALID_RESOURCE_HANDLE,
+        explanation=f"{ptr:#x} is not a readable address in this process, so it is not a "
+        f"CUDA {what} handle",
+    )

@@ -29,15 +29,103 @@ from __future__ import annotations
 import ctypes
 import enum
 import itertools
-import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
-BACKEND = "sim"
-BINDINGS_VERSION = "simulator"
+from . import _config, _native
+
+#: What only the simulator has: the tools behind :mod:`extstream.sim`.
+TOOLS: Final = frozenset(
+    [
+        "DEVICE_COUNT",
+        "PRIORITY_RANGE",
+        "begin_capture",
+        "busy",
+        "cudaError_t",
+        "end_capture",
+        "history",
+        "inject_error",
+        "reset_device",
+    ]
+)
+# The backend interface of _cuda, and the tools.
+__all__ = [
+    "BINDINGS_VERSION",
+    "CAPTURE_STATUS_NONE",
+    "CU_SUCCESS",
+    "DEVICE_COUNT",
+    "DIRECT_CALLS",
+    "ERROR_INVALID_RESOURCE_HANDLE",
+    "ERROR_NOT_SUPPORTED",
+    "EVENT_BLOCKING_SYNC",
+    "EVENT_DISABLE_TIMING",
+    "EVENT_INTERPROCESS",
+    "GRAPH_USER_OBJECT_MOVE",
+    "NOT_READY",
+    "NOT_READY_STATUS",
+    "PRIORITY_RANGE",
+    "STREAM_NON_BLOCKING",
+    "SUCCESS",
+    "TOOLS",
+    "USER_OBJECT_NO_DESTRUCTOR_SYNC",
+    "CUevent",
+    "CUstream",
+    "begin_capture",
+    "busy",
+    "cuEventRecord",
+    "cuStreamWaitEvent",
+    "cudaDriverGetVersion",
+    "cudaError_t",
+    "cudaEventCreateWithFlags",
+    "cudaEventDestroy",
+    "cudaEventElapsedTime",
+    "cudaEventQuery",
+    "cudaEventRecord",
+    "cudaEventSynchronize",
+    "cudaGetDevice",
+    "cudaGetDeviceCount",
+    "cudaGetDeviceProperties",
+    "cudaGraphRetainUserObject",
+    "cudaLaunchHostFunc",
+    "cudaRuntimeGetVersion",
+    "cudaSetDevice",
+    "cudaStreamCreateWithPriority",
+    "cudaStreamDestroy",
+    "cudaStreamGetCaptureInfo",
+    "cudaStreamGetDevice",
+    "cudaStreamGetFlags",
+    "cudaStreamGetPriority",
+    "cudaStreamIsCapturing",
+    "cudaStreamQuery",
+    "cudaStreamSynchronize",
+    "cudaStreamWaitEvent",
+    "cudaUserObjectCreate",
+    "direct_driver_calls",
+    "driver_module",
+    "end_capture",
+    "error_name",
+    "error_string",
+    "event_query",
+    "event_synchronize",
+    "event_t",
+    "handle_is_valid",
+    "history",
+    "host_fn_t",
+    "inject_error",
+    "launch_host_func",
+    "load_driver_entry_points",
+    "reset_device",
+    "runtime_module",
+    "stream_is_capturing",
+    "stream_query",
+    "stream_synchronize",
+    "stream_t",
+]
+
+BINDINGS_VERSION: Final = "simulator"
 
 
 class cudaError_t(enum.IntEnum):
@@ -64,7 +152,7 @@ class cudaError_t(enum.IntEnum):
     cudaErrorUnknown = 999
 
 
-_EXPLANATIONS = {
+_EXPLANATIONS: Final = {
     0: "no error",
     1: "invalid argument",
     3: "initialization error",
@@ -86,7 +174,7 @@ _EXPLANATIONS = {
     999: "unknown error",
 }
 # Errors that break the device's context for good, as on a GPU.
-_STICKY = frozenset({700, 702, 710, 715, 716, 719})
+_STICKY: Final = frozenset({700, 702, 710, 715, 716, 719})
 
 
 class _Capture(enum.IntEnum):
@@ -96,23 +184,24 @@ class _Capture(enum.IntEnum):
 
 
 _E = cudaError_t
-SUCCESS: Any = _E.cudaSuccess
-NOT_READY: Any = _E.cudaErrorNotReady
-CU_SUCCESS: Any = SUCCESS
-CAPTURE_NONE: Any = _Capture.NONE
-ERROR_INVALID_RESOURCE_HANDLE = int(_E.cudaErrorInvalidResourceHandle)
-ERROR_NOT_SUPPORTED = int(_E.cudaErrorNotSupported)
-STREAM_NON_BLOCKING = 1
-EVENT_BLOCKING_SYNC = 1
-EVENT_DISABLE_TIMING = 2
-EVENT_INTERPROCESS = 4
-USER_OBJECT_NO_DESTRUCTOR_SYNC = 1
-GRAPH_USER_OBJECT_MOVE = 1
-PRIORITY_RANGE = (-5, 0)  # (greatest, least), as on an H100
-
-DEVICE_COUNT = int(os.environ.get("EXTSTREAM_SIM_DEVICES", "1"))
-if DEVICE_COUNT < 1:
-    raise ValueError(f"EXTSTREAM_SIM_DEVICES={DEVICE_COUNT} must be at least 1")
+SUCCESS: Final[Any] = _E.cudaSuccess
+NOT_READY: Final[Any] = _E.cudaErrorNotReady
+NOT_READY_STATUS: Final = int(NOT_READY)
+CU_SUCCESS: Final[Any] = SUCCESS
+CAPTURE_STATUS_NONE: Final = int(_Capture.NONE)
+ERROR_INVALID_RESOURCE_HANDLE: Final = int(_E.cudaErrorInvalidResourceHandle)
+ERROR_NOT_SUPPORTED: Final = int(_E.cudaErrorNotSupported)
+STREAM_NON_BLOCKING: Final = 1
+EVENT_BLOCKING_SYNC: Final = 1
+EVENT_DISABLE_TIMING: Final = 2
+EVENT_INTERPROCESS: Final = 4
+USER_OBJECT_NO_DESTRUCTOR_SYNC: Final = 1
+GRAPH_USER_OBJECT_MOVE: Final = 1
+PRIORITY_RANGE: Final = (-5, 0)  # (greatest, least), as on an H100
+DEVICE_COUNT: Final = _config.sim_device_count()
+#: No cuda.bindings modules to time raw calls of.
+runtime_module: Final[Any] = None
+driver_module: Final[Any] = None
 
 
 def _identity(value: Any) -> Any:
@@ -122,7 +211,7 @@ def _identity(value: Any) -> Any:
 # The simulator's handles are plain ints.
 stream_t = event_t = host_fn_t = CUstream = CUevent = _identity
 direct_driver_calls = True
-DIRECT_CALLS = frozenset(
+DIRECT_CALLS: Final = frozenset(
     {
         "stream_query",
         "stream_synchronize",
@@ -132,18 +221,6 @@ DIRECT_CALLS = frozenset(
         "stream_is_capturing",
     }
 )
-
-_HOST_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
-_host_fn_thunks: list[Any] = []
-
-
-def host_function(func: Callable[[int], None]) -> int:
-    """The address of a C host function that calls ``func(user_data)``; lives for good."""
-    thunk = _HOST_FN(func)
-    _host_fn_thunks.append(thunk)
-    address = ctypes.cast(thunk, ctypes.c_void_p).value
-    assert address is not None
-    return address
 
 
 def load_driver_entry_points() -> bool:
@@ -289,7 +366,7 @@ class _Graph:
 
     def destroy(self) -> None:
         for destructor, argument in self.user_objects:
-            _call_host_function(destructor, argument)
+            _native.call_host_function(destructor, argument)
         self.user_objects.clear()
 
 
@@ -305,10 +382,6 @@ class _ThreadDevice(threading.local):
 
 
 _current = _ThreadDevice()
-
-
-def _call_host_function(address: int, user_data: int) -> None:
-    _HOST_FN(address)(user_data)
 
 
 def _stream(handle: int) -> _Stream | None:
@@ -403,7 +476,7 @@ def stream_synchronize(handle: int) -> int:
 
 
 def _launch(handle: int, function: int, user_data: int, runtime: bool) -> int:
-    action = lambda: _call_host_function(function, user_data)  # noqa: E731
+    action = lambda: _native.call_host_function(function, user_data)  # noqa: E731
     return _submit(handle, ("host function", function, user_data), action, runtime=runtime)[0]
 
 
@@ -474,10 +547,6 @@ def cuStreamWaitEvent(stream: int, event: int, flags: int) -> tuple[Any]:
 
 
 # -- the runtime calls ((err, *results) tuples) ---------------------------------
-
-
-def _result(status: int, *values: Any) -> tuple[Any, ...]:
-    return (_E(status), *values) if values else (_E(status),)
 
 
 def cudaGetDeviceCount() -> tuple[Any, int]:
@@ -570,7 +639,7 @@ def cudaStreamGetFlags(handle: int) -> tuple[Any, ...]:
 
 def cudaStreamIsCapturing(handle: int) -> tuple[Any, ...]:
     return _stream_attribute(
-        handle, lambda s: CAPTURE_NONE if s.capture is None else s.capture.status
+        handle, lambda s: CAPTURE_STATUS_NONE if s.capture is None else int(s.capture.status)
     )
 
 
@@ -580,7 +649,7 @@ def cudaStreamGetCaptureInfo(handle: int) -> tuple[Any, ...]:
         return (_E.cudaErrorInvalidResourceHandle, None, 0, None, [], [], 0)
     capture = stream.capture
     if capture is None:
-        return (SUCCESS, CAPTURE_NONE, 0, None, [], [], 0)
+        return (SUCCESS, CAPTURE_STATUS_NONE, 0, None, [], [], 0)
     return (SUCCESS, capture.status, id(capture), capture, [], [], 0)
 
 

@@ -1,100 +1,38 @@
-"""ExternalStream (a stream someone else owns) and Stream (one extstream owns)."""
+"""Streams and events: ``ExternalStream`` (a stream someone else owns), ``Stream`` (one
+extstream owns), ``Event``, and ``get_current_stream``.
+
+The three classes need each other by their API (``Stream.record()`` makes
+Events, ``Event.record(stream)`` takes streams), so they share this module, as
+CuPy's ``stream.pyx`` does. What is done to a raw handle lives in ``_handles``,
+waiting in ``_wait``, host callbacks in ``_callbacks``, the current-stream
+variables in ``_current``.
+"""
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import html
-import sys
-import threading
 from collections.abc import Callable, Generator
-from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import Any, Final, NoReturn, TypeVar
 
-from . import _callbacks, _config, _current, _device, _event, _interop, _native, _wait
+from . import _callbacks, _config, _current, _device, _foreign, _handles, _wait
 from ._backend import cuda as _cuda
-from ._errors import CudaError, raise_cuda_error
-from ._interop import MAX_HANDLE
-
-if TYPE_CHECKING:
-    from ._event import Event
+from ._errors import call
+from ._foreign import MAX_HANDLE
+from ._public import public
 
 _S = TypeVar("_S", bound="ExternalStream")
 _R = TypeVar("_R")
 
-_SPECIAL_KINDS = {0: "legacy default", 1: "legacy", 2: "per-thread default"}
-
-_SUCCESS = _cuda.SUCCESS
-_NOT_READY = _cuda.NOT_READY
-_CUDA_SUCCESS = 0
-_CU_SUCCESS = _cuda.CU_SUCCESS
-_CUDA_NOT_READY = 600  # the same number in CUresult and cudaError_t
-_callback_threads = _callbacks.callback_threads
-_MAIN_THREAD = _wait.MAIN_THREAD
+_SPECIAL_KINDS: Final = {0: "legacy default", 1: "legacy", 2: "per-thread default"}
+_CU_SUCCESS: Final = _cuda.CU_SUCCESS
+_NOT_READY_STATUS: Final = _cuda.NOT_READY_STATUS
+_INT_MIN: Final = -(2**31)
+_INT_MAX: Final = 2**31 - 1
 
 
-def _runtime_call(call: Callable[..., Any], name: str, *args: Any) -> None:
-    err = call(*args)[0]
-    if err is not _SUCCESS:
-        raise_cuda_error(err, name)
-
-
-# The runtime path of each hot call: used before a handle is checked, for
-# special handles on several devices, and to repeat a failed direct call.
-
-
-def _query(ptr: int) -> bool:
-    err = _cuda.cudaStreamQuery(_cuda.stream_t(ptr))[0]
-    if err is _SUCCESS:
-        return True
-    if err is _NOT_READY:
-        return False
-    raise_cuda_error(err, "cudaStreamQuery")
-
-
-def _synchronize(ptr: int) -> None:
-    _runtime_call(_cuda.cudaStreamSynchronize, "cudaStreamSynchronize", _cuda.stream_t(ptr))
-
-
-def _record(ptr: int, event_ptr: int) -> None:
-    _runtime_call(
-        _cuda.cudaEventRecord, "cudaEventRecord", _cuda.event_t(event_ptr), _cuda.stream_t(ptr)
-    )
-
-
-def _wait_event(ptr: int, event_ptr: int) -> None:
-    _runtime_call(
-        _cuda.cudaStreamWaitEvent,
-        "cudaStreamWaitEvent",
-        _cuda.stream_t(ptr),
-        _cuda.event_t(event_ptr),
-        0,
-    )
-
-
-def _wait_interruptibly(ptr: int, stream: ExternalStream, timeout: float | None) -> None:
-    direct = stream._handle is not None
-    _wait.wait_posted(
-        lambda semaphore: _callbacks.enqueue_host_function(
-            ptr, direct, _native.SEM_POST_ADDRESS, semaphore
-        ),
-        lambda: not stream.done,
-        timeout,
-        f"stream {ptr:#x}",
-    )
-
-
-def _ask(call: Callable[..., Any], name: str, *args: Any) -> Any:
-    """The one result of a runtime call that returns ``(err, value)``, or raise."""
-    err, value = call(*args)
-    if err is not _SUCCESS:
-        raise_cuda_error(err, name)
-    return value
-
-
-def _ask_stream(ptr: int, call: Callable[..., Any], name: str) -> Any:
-    return _ask(call, name, _cuda.stream_t(ptr))
-
-
+@public
+@functools.total_ordering
 class ExternalStream:
     """A CUDA stream that something else created and owns.
 
@@ -108,41 +46,51 @@ class ExternalStream:
     extstream never creates or destroys the underlying stream. A framework
     stream object given is kept alive by the wrapper (CuPy and cuda.core destroy
     the stream with the object); for a bare int handle, its owner must keep the
-    stream alive while the wrapper is used.
+    stream alive while the wrapper is used. Streams compare and hash by handle
+    (and, for the special handles, device) without calling CUDA.
     """
 
-    __slots__ = ("__weakref__", "_device", "_handle", "_owner", "_ptr", "_var")
+    __slots__ = ("__weakref__", "_attributes", "_device", "_handle", "_owner", "_ptr", "_var")
 
     _ptr: int
-    _device: int
+    _device: int  # -1 until asked
     _handle: Any  # a CUstream once checked and usable directly; None before, or when closed
     _owner: object  # the framework object that owns the stream, kept alive; None for a handle
-    _var: ContextVar[list[Any]] | None  # its device's current-stream variable
+    _var: _current.Variable | None  # its device's current-stream variable
+    _attributes: tuple[int, int] | None  # (priority, flags), fixed at creation
 
     def __init__(self, ptr: object, device_id: int = -1) -> None:
         if type(ptr) is int:
             if not 0 <= ptr <= MAX_HANDLE:
                 raise ValueError(f"stream handle {ptr!r} is out of range [0, 2**64)")
-            self._owner = None
+            handle, owner = ptr, None
         else:
             # The framework object owns the stream: CuPy and cuda.core destroy it
             # with the object, so the wrapper keeps the object alive.
-            self._owner = ptr
-            ptr, hint = _interop.stream_handle(ptr)
+            owner = ptr
+            if isinstance(ptr, ExternalStream):
+                if isinstance(ptr, Stream) and ptr.closed:
+                    raise ValueError(f"cannot wrap {ptr!r}: it is closed")
+                handle, hint = ptr._ptr, ptr._device
+            else:
+                handle, hint = _foreign.stream_handle(ptr)
             if device_id == -1:
                 device_id = hint
-        if type(device_id) is not int:
-            device_id = _device.device_index(device_id)
-        elif device_id < -1:
-            raise ValueError(f"device_id must be >= 0, or -1 to ask CUDA, not {device_id!r}")
-        self._ptr = ptr
-        self._handle = None
-        self._var = None
-        if ptr <= 2 and device_id == -1:
+        if type(device_id) is not int or not -1 <= device_id <= _INT_MAX:
+            device_id = _device.device_or_unknown(device_id)
+        if handle <= 2 and device_id == -1:
             device_id = _device.current_device()
-        elif device_id >= 0 and _config.checks and ptr > 2:
+        self._set(handle, device_id, None, owner)
+        if device_id >= 0 and _config.checks and handle > 2:
             self._check_device(device_id)
-        self._device = device_id
+
+    def _set(self, ptr: int, device: int, handle: Any, owner: object) -> None:
+        self._ptr = ptr
+        self._device = device
+        self._handle = handle
+        self._owner = owner
+        self._var = None
+        self._attributes = None
 
     # -- identity -------------------------------------------------------------
 
@@ -156,7 +104,7 @@ class ExternalStream:
         """The device the stream belongs to (asked from CUDA once if not given)."""
         device = self._device
         if device < 0:
-            device = self._device = self._ask_device()
+            device = self._device = self._call(_handles.stream_device)
         return device
 
     @property
@@ -168,60 +116,49 @@ class ExternalStream:
         """The CUDA stream protocol: ``(0, handle)``."""
         return (0, self._ptr)
 
-    def _ask_device(self) -> int:
-        return int(self._call(_ask_stream, _cuda.cudaStreamGetDevice, "cudaStreamGetDevice"))
-
     def _check_device(self, device_id: int) -> None:
         # Asking a stream that is being captured for its device breaks the capture
         # (cudaErrorStreamCaptureUnsupported): then the given id is trusted.
-        if _callbacks.is_capturing(self._prepare(), self._handle is not None):
+        if self._call(_handles.is_capturing):
             return
-        actual = self._ask_device()
+        actual = self._call(_handles.stream_device)
         if actual != device_id:
             raise ValueError(
                 f"stream {self._ptr:#x} belongs to device {actual}, not device_id={device_id}"
             )
 
-    def _prepare(self) -> int:
-        """Check the handle once; afterwards calls use ``_handle`` directly.
+    def _prepare(self) -> bool:
+        """Check the handle; whether calls may then use it directly (``_handle`` set).
 
         Special handles mean "of the current device", so with several devices
-        they keep ``_handle`` None and every call goes through :meth:`_call`.
+        they keep ``_handle`` None and every call is dispatched to their device.
         """
         ptr = self._ptr
-        _device.note_use()
-        if not _cuda.handle_is_valid(ptr):
-            raise CudaError(
-                _cuda.ERROR_INVALID_RESOURCE_HANDLE,
-                None,
-                None,
-                f"{ptr:#x} is not a readable address in this process, so it is not a "
-                "CUDA stream handle",
-            )
+        _handles.check_handle(ptr, "stream")
         if ptr > 2 or _device.device_count() == 1:
             self._handle = _cuda.CUstream(ptr)
-        return ptr
+            return True
+        return False
 
     def _call(self, op: Callable[..., _R], *args: Any) -> _R:
-        """``op(ptr, *args)`` for a handle not (yet) usable directly."""
-        ptr = self._prepare()
-        if self._handle is not None:
-            return op(ptr, *args)
+        """``op(ptr, direct, *args)``, an operation of ``_handles``, on the right device."""
+        if self._handle is not None or self._prepare():
+            return op(self._ptr, True, *args)
         with _device.on_device(self._device):
-            return op(ptr, *args)
+            return op(self._ptr, False, *args)
 
     # -- state and waiting ----------------------------------------------------
 
     @property
     def done(self) -> bool:
         """True when all work queued so far has finished (``cudaStreamQuery``)."""
-        if self._handle is not None:  # the fast path, inlined
+        if self._handle is not None:  # the direct path of _handles.stream_done, inlined
             status = _cuda.stream_query(self._ptr)
-            if status == _CUDA_SUCCESS:
+            if status == 0:
                 return True
-            if status == _CUDA_NOT_READY:
+            if status == _NOT_READY_STATUS:
                 return False
-        return self._call(_query)
+        return self._call(_handles.stream_done)
 
     def synchronize(self, timeout: float | None = None) -> None:
         """Wait until all work queued so far has finished.
@@ -230,49 +167,48 @@ class ExternalStream:
         main thread, and with a timeout, the wait answers Ctrl-C at once; on an
         idle stream it costs one query. Elsewhere it is one cudaStreamSynchronize.
         """
-        if _callback_threads:
-            _callbacks.raise_if_holding_stream("synchronize()")
-        if timeout is not None:
-            _wait.check_timeout(timeout)
-        if timeout is None and threading.get_ident() != _MAIN_THREAD:
-            if self._handle is None or _cuda.stream_synchronize(self._ptr):
-                self._call(_synchronize)
-        elif not self.done and not _wait.spin_until(lambda: self.done, timeout):
-            self._call(_wait_interruptibly, self, timeout)
+        _wait.block(self, timeout, "synchronize()")
 
     def __await__(self) -> Generator[Any, None, None]:
         """``await stream``: wait for the work queued so far without blocking the event loop."""
-        return self._wait_async().__await__()
+        return _wait.until_done(self).__await__()
 
-    async def _wait_async(self) -> None:
-        if not self.done:
-            await _wait.wait_notified(self._notify)
+    def _block(self) -> None:
+        self._call(_handles.stream_synchronize)
 
-    def _notify(self, callback: Callable[[Any], None], arg: object) -> None:
-        self.launch_host_func(callback, arg, hold_stream=False)
+    def _launch_after(self, launch: _wait.Launch) -> None:
+        self._call(launch)
 
     @property
     def priority(self) -> int:
         """The stream's priority (lower numbers run first)."""
-        return int(self._call(_ask_stream, _cuda.cudaStreamGetPriority, "cudaStreamGetPriority"))
+        return self._static_attributes()[0]
 
     @property
     def is_nonblocking(self) -> bool:
         """Whether the stream does not synchronize with the legacy default stream."""
-        flags = self._call(_ask_stream, _cuda.cudaStreamGetFlags, "cudaStreamGetFlags")
-        return bool(int(flags) & _cuda.STREAM_NON_BLOCKING)
+        return bool(self._static_attributes()[1] & _cuda.STREAM_NON_BLOCKING)
+
+    def _static_attributes(self) -> tuple[int, int]:
+        attributes = self._attributes
+        if attributes is None:
+            attributes = self._attributes = self._call(_handles.stream_attributes)
+        return attributes
 
     @property
     def is_capturing(self) -> bool:
         """Whether the stream is being captured into a CUDA graph."""
-        status = self._call(_ask_stream, _cuda.cudaStreamIsCapturing, "cudaStreamIsCapturing")
-        return status is not _cuda.CAPTURE_NONE
+        return self._call(_handles.is_capturing)
 
     # -- ordering -------------------------------------------------------------
 
     def record(self, event: object = None) -> Event:
-        """Record *event* (a new timing-disabled :class:`Event` when None) here and return it."""
-        if type(event) is _event.Event:
+        """Record *event* (a new timing-disabled :class:`Event` when None) here and return it.
+
+        *event*: an :class:`Event`, a torch / CuPy / cuda.core event, or an int
+        event handle (returned wrapped in an :class:`Event`).
+        """
+        if type(event) is Event:
             event_handle, handle = event._handle, self._handle
             if (
                 event_handle is not None
@@ -281,8 +217,8 @@ class ExternalStream:
             ):
                 return event
         else:
-            event = _event.as_event(event, self)
-        self._call(_record, event._ready_ptr())
+            event = as_event(event, self)
+        self._call(_handles.record, event._prepare())
         return event
 
     def wait_event(self, event: object) -> None:
@@ -291,7 +227,7 @@ class ExternalStream:
         *event*: an :class:`Event`, a torch / CuPy / cuda.core event, or an int
         event handle.
         """
-        if type(event) is _event.Event:
+        if type(event) is Event:
             event_handle, handle = event._handle, self._handle
             if (
                 event_handle is not None
@@ -299,9 +235,8 @@ class ExternalStream:
                 and _cuda.cuStreamWaitEvent(handle, event_handle, 0)[0] is _CU_SUCCESS
             ):
                 return
-        else:
-            event = _event.as_event(event)
-        self._call(_wait_event, event._ready_ptr())
+        ptr = event._prepare() if isinstance(event, Event) else _handles.foreign_event(event)[0]
+        self._call(_handles.wait_event, ptr)
 
     def wait(self, other: object) -> None:
         """Make later work here wait for *other*: a stream's work queued so far, or an event.
@@ -309,11 +244,11 @@ class ExternalStream:
         Streams are anything :func:`as_stream` takes, plain ints included; pass an
         int event handle to :meth:`wait_event` instead.
         """
-        if isinstance(other, _event.Event) or _interop.is_event(other):
+        if isinstance(other, Event) or _foreign.is_event(other):
             self.wait_event(other)
             return
-        stream = _interop.as_stream(other)
-        with _event.Event(device_id=stream.device_id) as marker:
+        stream = as_stream(other)
+        with Event(device_id=stream.device_id) as marker:
             stream.record(marker)
             self.wait_event(marker)
 
@@ -329,10 +264,7 @@ class ExternalStream:
         The callback runs in a copy of the caller's ``contextvars`` context; an
         exception goes to ``sys.unraisablehook``. It must not call CUDA.
         """
-        if self._handle is None:
-            self._call(_callbacks.launch, False, callback, (arg,), hold_stream)
-        else:
-            _callbacks.launch(self._ptr, True, callback, (arg,), hold_stream)
+        self._call(_callbacks.launch, callback, (arg,), hold_stream)
 
     def add_callback(
         self,
@@ -345,17 +277,14 @@ class ExternalStream:
 
         ``status`` is 0: CUDA runs host functions only while the stream has no error.
         """
-        if self._handle is None:
-            self._call(_callbacks.launch, False, callback, (self, 0, arg), hold_stream)
-        else:
-            _callbacks.launch(self._ptr, True, callback, (self, 0, arg), hold_stream)
+        self._call(_callbacks.launch, callback, (self, 0, arg), hold_stream)
 
     # -- current stream -------------------------------------------------------
 
-    def _current_var(self) -> ContextVar[list[Any]]:
+    def _current_var(self) -> _current.Variable:
         var = self._var
         if var is None:
-            var = self._var = _current.current_var(self.device_id)
+            var = self._var = _current_var(self.device_id)
         return var
 
     def use(self: _S) -> _S:
@@ -363,69 +292,41 @@ class ExternalStream:
 
         Inside a ``with`` block, it lasts until that block ends.
         """
-        var = self._var or self._current_var()
-        binding = var.get()
-        var.set([self, None, binding if binding[1] is not None else binding[2]])
+        _current.use(self._var or self._current_var(), self)
         return self
 
     def __enter__(self: _S) -> _S:
-        binding: list[Any] = [self, None, None]
+        binding: list[Any] = [self, None, None]  # a binding, as _current describes
         binding[1] = (self._var or self._current_var()).set(binding)
         return self
 
     def __exit__(self, exc_type: object, exc: object, traceback: object) -> None:
         var = self._var or self._current_var()
         binding = var.get()
-        if binding[1] is None:  # made current by use() inside the block
-            binding = binding[2]
-        if binding is None or binding[0] is not self:
-            self._raise_out_of_order(binding)
-        try:
-            var.reset(binding[1])
-        except ValueError:  # entered in another context (thread, task, generator)
-            self._raise_out_of_order(None)
-
-    def _raise_out_of_order(self, binding: list[Any] | None) -> NoReturn:
-        innermost = "none" if binding is None else repr(binding[0])
-        raise RuntimeError(
-            f"leaving 'with {self!r}' out of order: the innermost open 'with' block "
-            f"of its device in this context is {innermost}; the current stream was left unchanged"
-        )
+        if binding[0] is self and binding[1] is not None:  # leaving the innermost block
+            try:
+                var.reset(binding[1])
+                return
+            except ValueError:  # entered in another context: _current.leave says so
+                pass
+        _current.leave(var, self)
 
     # -- comparisons, hashing, repr, pickling ---------------------------------
 
     def _key(self) -> tuple[int, int]:
-        return (self.device_id, self._ptr)
+        # A handle > 2 names one stream; 0/1/2 name one per device (known since construction).
+        ptr = self._ptr
+        return (ptr, self._device if ptr <= 2 else -1)
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ExternalStream):
             return NotImplemented
         return self._key() == other._key()
 
-    def __ne__(self, other: object) -> bool:
-        if not isinstance(other, ExternalStream):
-            return NotImplemented
-        return self._key() != other._key()
-
     def __lt__(self, other: object) -> bool:
         if not isinstance(other, ExternalStream):
             return NotImplemented
         return self._key() < other._key()
-
-    def __le__(self, other: object) -> bool:
-        if not isinstance(other, ExternalStream):
-            return NotImplemented
-        return self._key() <= other._key()
-
-    def __gt__(self, other: object) -> bool:
-        if not isinstance(other, ExternalStream):
-            return NotImplemented
-        return self._key() > other._key()
-
-    def __ge__(self, other: object) -> bool:
-        if not isinstance(other, ExternalStream):
-            return NotImplemented
-        return self._key() >= other._key()
 
     def __hash__(self) -> int:
         return hash(self._key())
@@ -461,6 +362,7 @@ class ExternalStream:
         return self
 
 
+@public
 class Stream(ExternalStream):
     """A CUDA stream that extstream creates and owns.
 
@@ -469,61 +371,328 @@ class Stream(ExternalStream):
     collection. Use after close raises ``ValueError``.
     """
 
-    __slots__ = ("_closed",)
+    __slots__ = ("_alive",)
 
-    _close_lock = threading.Lock()
+    _alive: list[int]  # the handle until destroyed
 
     def __init__(
         self, device_id: int | None = None, *, nonblocking: bool = True, priority: int = 0
     ) -> None:
-        self._closed = True  # until created, so __del__ has nothing to destroy
+        self._alive = []  # until created, so __del__ has nothing to destroy
         if not isinstance(nonblocking, bool):
             raise TypeError(f"nonblocking must be a bool, not {nonblocking!r}")
         if isinstance(priority, bool) or not isinstance(priority, int):
             raise TypeError(f"priority must be an int, not {priority!r}")
+        if not _INT_MIN <= priority <= _INT_MAX:
+            raise ValueError(f"priority must be in [-2**31, 2**31), not {priority!r}")
         flags = _cuda.STREAM_NON_BLOCKING if nonblocking else 0
-        device, handle = _device.create_on(
-            device_id,
-            _cuda.cudaStreamCreateWithPriority,
-            "cudaStreamCreateWithPriority",
-            flags,
-            priority,
+        device, ptr = _device.create_on(
+            device_id, _cuda.cudaStreamCreateWithPriority, flags, priority
         )
-        self._ptr = int(handle)
-        self._handle = _cuda.CUstream(self._ptr)
-        self._device = device
-        self._owner = None
-        self._var = None
-        self._closed = False
+        self._set(ptr, device, _cuda.CUstream(ptr), None)
+        self._alive = [ptr]
 
     @property
     def closed(self) -> bool:
         """Whether :meth:`close` destroyed the stream."""
-        return self._closed
+        return not self._alive
 
     def close(self) -> None:
         """Destroy the stream (work already queued still runs). Later calls do nothing."""
-        with self._close_lock:
-            if self._closed:
-                return
-            self._closed = True
-            self._handle = None
-        _runtime_call(_cuda.cudaStreamDestroy, "cudaStreamDestroy", _cuda.stream_t(self._ptr))
+        self._handle = None
+        _handles.destroy_once(self)
 
-    def _prepare(self) -> Any:
-        with self._close_lock:  # so that close() cannot slip in before _handle is set again
-            if self._closed:
-                raise ValueError(f"operation on closed stream {self._ptr:#x}")
-            return super()._prepare()
+    def _destroy(self, ptr: int) -> None:
+        call(_cuda.cudaStreamDestroy, _cuda.stream_t(ptr))
+
+    def _prepare(self) -> bool:
+        if not self._alive:
+            raise ValueError(f"operation on closed stream {self._ptr:#x}")
+        direct = super()._prepare()
+        if not self._alive:  # closed meanwhile: the handle set just now is stale
+            self._handle = None
+            raise ValueError(f"operation on closed stream {self._ptr:#x}")
+        return direct
 
     def _describe(self) -> str:
-        if self._closed:
+        if not self._alive:
             return f"{self._ptr:#x} on device {self._device}, closed"
         return super()._describe()
 
-    def __del__(self) -> None:
-        # At interpreter exit the process's CUDA context goes with it, and
-        # threads frozen by the exit may hold what a destroy would wait for.
-        if not sys.is_finalizing() and not self._closed:
-            with contextlib.suppress(Exception):  # at GC or shutdown no one can be told
-                self.close()
+    def __del__(self, _finalize: Callable[[Any], None] = _handles.finalize) -> None:
+        _finalize(self)
+
+
+def _check_flag(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, not {value!r}")
+
+
+@public
+class Event:
+    """A CUDA event.
+
+    ``Event(timing=False, blocking=False, interprocess=False, device_id=None)``
+    creates one on *device_id* (None: the current device) that this object owns
+    and destroys on :meth:`close`, at the end of a ``with`` block, or at garbage
+    collection. :meth:`from_handle` wraps a foreign event without owning it.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_alive",
+        "_device",
+        "_handle",
+        "_owned",
+        "_owner",
+        "_ptr",
+        "_timing",
+    )
+
+    _ptr: int
+    _device: int
+    _handle: Any  # a CUevent once checked; None before, or when closed
+    _owner: object  # the framework object that owns the event, kept alive; None for a handle
+    _owned: bool
+    _timing: bool | None  # None: unknown (a foreign event)
+    _alive: list[int]  # the handle until closed
+
+    def __init__(
+        self,
+        *,
+        timing: bool = False,
+        blocking: bool = False,
+        interprocess: bool = False,
+        device_id: int | None = None,
+    ) -> None:
+        self._alive = []  # until created, so __del__ has nothing to destroy
+        _check_flag("timing", timing)
+        _check_flag("blocking", blocking)
+        _check_flag("interprocess", interprocess)
+        if timing and interprocess:
+            raise ValueError("an interprocess event cannot record timing (CUDA requires both off)")
+        flags = (
+            (0 if timing else _cuda.EVENT_DISABLE_TIMING)
+            | (_cuda.EVENT_BLOCKING_SYNC if blocking else 0)
+            | (_cuda.EVENT_INTERPROCESS if interprocess else 0)
+        )
+        device, ptr = _device.create_on(device_id, _cuda.cudaEventCreateWithFlags, flags)
+        self._set(ptr, device, _cuda.CUevent(ptr), owned=True, timing=timing)
+
+    def _set(self, ptr: int, device: int, handle: Any, *, owned: bool, timing: bool | None) -> None:
+        self._ptr = ptr
+        self._device = device
+        self._handle = handle
+        self._owned = owned
+        self._owner = None
+        self._timing = timing
+        self._alive = [ptr]
+
+    @classmethod
+    def from_handle(cls, ptr: int, device_id: int = -1) -> Event:
+        """Wrap the foreign event handle *ptr* without owning it.
+
+        CUDA cannot tell an event's device; *device_id* -1 means unknown, and
+        :meth:`record` without a stream then uses the current device.
+        """
+        if isinstance(ptr, bool) or not isinstance(ptr, int):
+            raise TypeError(f"event handle must be an int, not {ptr!r}")
+        if not 0 < ptr <= MAX_HANDLE:
+            raise ValueError(f"event handle {ptr!r} is out of range (0, 2**64)")
+        event = cls.__new__(cls)
+        event._set(ptr, _device.device_or_unknown(device_id), None, owned=False, timing=None)
+        return event
+
+    @property
+    def ptr(self) -> int:
+        """The raw ``cudaEvent_t`` handle, an int."""
+        return self._ptr
+
+    @property
+    def device_id(self) -> int:
+        """The event's device; -1 for a foreign event whose device was not given."""
+        return self._device
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return not self._alive
+
+    def _prepare(self) -> int:
+        """The handle, checked once, as an int."""
+        if self._handle is not None:
+            return self._ptr
+        if not self._alive:
+            raise ValueError(f"operation on closed event {self._ptr:#x}")
+        _handles.check_handle(self._ptr, "event")
+        self._handle = _cuda.CUevent(self._ptr)
+        return self._ptr
+
+    def record(self, stream: object = None) -> None:
+        """Record the event on *stream* (None: the current stream of its device)."""
+        if stream is None:
+            target = get_current_stream(None if self._device < 0 else self._device)
+        else:
+            target = as_stream(stream)
+        target.record(self)
+
+    @property
+    def done(self) -> bool:
+        """True when the work before the event's last record has finished."""
+        if self._handle is not None:  # the direct path of _handles.event_done, inlined
+            status = _cuda.event_query(self._ptr)
+            if status == 0:
+                return True
+            if status == _NOT_READY_STATUS:
+                return False
+        return _handles.event_done(self._prepare())
+
+    def synchronize(self, timeout: float | None = None) -> None:
+        """Wait for the event; with *timeout* (s), ``TimeoutError`` when it passes.
+
+        In the main thread, and with a timeout, the wait answers Ctrl-C at once.
+        """
+        _wait.block(self, timeout, "Event.synchronize()")
+
+    def __await__(self) -> Generator[Any, None, None]:
+        """``await event``: wait for it without blocking the event loop."""
+        return _wait.until_done(self).__await__()
+
+    def _block(self) -> None:
+        _handles.event_synchronize(self._prepare())
+
+    def _launch_after(self, launch: _wait.Launch) -> _wait.Waiter:
+        waiter = _wait.borrow_waiter(self._device)
+        try:
+            _handles.wait_event(waiter[1], True, self._prepare())
+        except BaseException:
+            _wait.give_back(waiter)  # it waits for nothing: others may use it
+            raise
+        launch(waiter[1], True)
+        return waiter
+
+    def elapsed_time(self, end: Event) -> float:
+        """Milliseconds from this event to *end*; waits for *end* to complete.
+
+        Both events need ``timing=True``.
+        """
+        if not isinstance(end, Event):
+            raise TypeError(f"end must be an extstream.Event, not {end!r}")
+        for event in (self, end):
+            if event._timing is False:
+                raise ValueError(
+                    f"elapsed_time needs events created with timing=True; {event!r} has timing off"
+                )
+        end.synchronize()
+        return _handles.elapsed_ms(self._prepare(), end._prepare())
+
+    def close(self) -> None:
+        """Destroy an owned event (a foreign one is only let go). Later calls do nothing."""
+        self._handle = None
+        _handles.destroy_once(self)
+
+    def _destroy(self, ptr: int) -> None:
+        if self._owned:
+            call(_cuda.cudaEventDestroy, _cuda.event_t(ptr))
+
+    def __enter__(self) -> Event:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self, _finalize: Callable[[Any], None] = _handles.finalize) -> None:
+        _finalize(self)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Event):
+            return NotImplemented
+        return self._ptr == other._ptr
+
+    def __hash__(self) -> int:
+        return hash(self._ptr)
+
+    def __repr__(self) -> str:
+        device = "unknown device" if self._device < 0 else f"device {self._device}"
+        timing = {True: "timing", False: "no timing", None: "foreign"}[self._timing]
+        state = ", closed" if not self._alive else ""
+        return f"<extstream.Event {self._ptr:#x} on {device}, {timing}{state}>"
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the event, and whether the work before its last record has finished."""
+        try:
+            state = "complete" if self.done else "pending"
+        except Exception as exc:  # a display must not raise
+            state = f"unusable ({type(exc).__name__}: {exc})"
+        return f"<code>{html.escape(repr(self))}</code>: {html.escape(state)}"
+
+    def __reduce__(self) -> NoReturn:
+        raise TypeError(f"cannot pickle {self!r}: an event handle means nothing in another process")
+
+
+def as_event(obj: object, stream: ExternalStream | None = None) -> Event:
+    """*obj* as an :class:`Event`; None makes a new one on *stream*'s device."""
+    if isinstance(obj, Event):
+        return obj
+    if obj is None:
+        if stream is None:
+            raise TypeError("an event is required, not None")
+        return Event(device_id=stream.device_id)
+    event = Event.from_handle(*_handles.foreign_event(obj))
+    event._handle = _cuda.CUevent(event._ptr)  # checked by foreign_event
+    event._owner = obj  # frameworks destroy their event with the object: keep it alive
+    return event
+
+
+@public
+def as_stream(obj: object, device_id: int = -1) -> ExternalStream:
+    """An :class:`ExternalStream` for *obj*: an ExternalStream (returned as is), an
+    int handle, a ``__cuda_stream__`` object, or a torch / CuPy / numba / cuda.core
+    stream. Anything else raises ``TypeError`` listing what is accepted.
+    """
+    if isinstance(obj, ExternalStream) and device_id in (-1, obj._device):
+        return obj
+    return ExternalStream(obj, device_id)
+
+
+# -- the current stream ---------------------------------------------------------
+
+_vars: Final = _current.variables
+_current_device = _device.current_device
+# Device 0's variable once the process is known to have one device, so that
+# get_current_stream() needs neither a CUDA call nor a dict look-up.
+_only_device_var: _current.Variable | None = None
+
+
+def _current_var(device_id: int) -> _current.Variable:
+    """The current-stream variable of *device_id*, made on first use."""
+    var = _vars.get(device_id)
+    if var is None:
+        var = _current.make_variable(device_id, ExternalStream(_current.DEFAULT_HANDLE, device_id))
+    return var
+
+
+@public
+def get_current_stream(device_id: int | None = None) -> ExternalStream:
+    """The stream current in this thread or task for *device_id* (None: the current device).
+
+    Where nothing was made current: the legacy default stream (handle 0), or the
+    per-thread default stream (handle 2) with ``EXTSTREAM_PER_THREAD_DEFAULT_STREAM=1``.
+    Costs no CUDA call when the device is given or only one device exists.
+    """
+    global _only_device_var
+    if device_id is None:
+        var = _only_device_var
+        if var is not None:
+            stream: ExternalStream = var.get()[0]
+            return stream
+        device_id = _current_device()  # one cudaGetDevice with several devices
+        if _device.device_count() == 1:
+            _only_device_var = _current_var(0)
+    elif type(device_id) is not int:
+        device_id = _device.device_index(device_id)
+    try:
+        stream = _vars[device_id].get()[0]
+    except KeyError:
+        stream = _current_var(_device.device_index(device_id)).get()[0]
+    return stream

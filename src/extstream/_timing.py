@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from . import _current, _interop
-from ._event import Event
-from ._stream import ExternalStream
+from ._public import public
+from ._stream import Event, ExternalStream, as_stream, get_current_stream
 
 
+@public
 class Timed:
     """Context manager from :func:`timed`; ``.ms`` is the GPU time between enter and exit."""
 
@@ -35,6 +35,7 @@ class Timed:
         return f"<extstream.timed on {self._stream!r}: {self.ms:.3f} ms>"
 
 
+@public
 def timed(stream: object = None) -> Timed:
     """Time, on the GPU, the work queued on *stream* (None: the current stream) in a block.
 
@@ -44,5 +45,5 @@ def timed(stream: object = None) -> Timed:
             ...  # queue work on s
         print(t.ms)
     """
-    target = _current.get_current_stream() if stream is None else _interop.as_stream(stream)
+    target = get_current_stream() if stream is None else as_stream(stream)
     return Timed(target)

@@ -1,28 +1,63 @@
-"""Waiting for the GPU without freezing Python: interruptible, with timeouts, awaitable.
+"""Waiting for the GPU without freezing Python: one blocking wait and one ``await``,
+for streams and events alike.
 
-A blocking wait enqueues libc's ``sem_post`` as a host function (no GIL, no
-Python on CUDA's thread) and waits for that semaphore in slices of 50 ms with
-the GIL released; between slices Python runs its signal handlers, so Ctrl-C
-raises ``KeyboardInterrupt`` within a slice (sooner: a signal interrupts the
-wait at once). An ``await`` enqueues a notification that resolves a future on
-the event loop: no thread per waiter, the loop never blocks.
+- Outside the main thread and without a timeout, the blocking wait is CUDA's
+  own (``cuStreamSynchronize``/``cuEventSynchronize``, GIL released).
+- Otherwise it asks for up to 1 ms (short work ends sooner than a wake-up
+  takes), then enqueues libc's ``sem_post`` as a host function (no GIL, no
+  Python on CUDA's thread) and waits for that semaphore in slices of 50 ms with
+  the GIL released; between slices Python runs its signal handlers, so Ctrl-C
+  raises ``KeyboardInterrupt`` within a slice (sooner: a signal interrupts the
+  wait at once), and the target is asked again, so a CUDA error that keeps the
+  host function from ever running is raised.
+- ``await`` enqueues a notification that resolves a future on the event loop:
+  no thread per waiter, the loop never blocks. asyncio is imported only then.
+
+A host function needs a stream: a stream waits on itself; an event borrows a
+*waiter*, a stream of its device that only waits for events (each wait its
+own, so that waits do not queue behind each other).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
+import collections
+import os
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Final, Protocol
 
-from . import _callbacks, _native
+from . import _callbacks, _device, _native
+from ._backend import cuda as _cuda
+from ._handles import enqueue_host_function
 
-_SLICE = 0.05
-_SPIN = 1e-3  # a host-function wake-up costs about 0.1 ms: short waits poll instead
-_SETTLE = 5e-3  # the most a wait lets its posting host function take to return
+if TYPE_CHECKING:
+    import asyncio
+
+_SLICE: Final = 0.05
+_SPIN: Final = 1e-3  # a host-function wake-up costs about 0.1 ms: short waits poll instead
+_SETTLE: Final = 5e-3  # the most a wait lets its posting host function take to return
 MAIN_THREAD = threading.main_thread().ident
+
+#: ``launch(ptr, direct)``: enqueue something on a stream, behind the work to wait for.
+Launch = Callable[[int, bool], None]
+#: A waiter stream lent to a wait: ``(device, handle)``.
+Waiter = tuple[int, int]
+
+
+class Waitable(Protocol):
+    """What a stream or an event gives the waits."""
+
+    @property
+    def done(self) -> bool:
+        """Whether the work waited for has finished (``CudaError`` on a CUDA error)."""
+
+    def _block(self) -> None:
+        """CUDA's own blocking wait, GIL released."""
+
+    def _launch_after(self, launch: Launch) -> Waiter | None:
+        """Call *launch* on a stream whose next work runs after the work waited for;
+        return the waiter borrowed for that, if any."""
 
 
 class _ThreadSemaphore(threading.local):
@@ -30,9 +65,10 @@ class _ThreadSemaphore(threading.local):
 
 
 _local = _ThreadSemaphore()
+_idle_waiters: collections.defaultdict[int, list[int]] = collections.defaultdict(list)
 
 
-def check_timeout(timeout: float) -> None:
+def check_timeout(timeout: object) -> None:
     """``TypeError``/``ValueError`` for a timeout that is not a number of seconds >= 0."""
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
         raise TypeError(f"timeout must be a number of seconds or None, not {timeout!r}")
@@ -40,42 +76,63 @@ def check_timeout(timeout: float) -> None:
         raise ValueError(f"timeout must be >= 0, not {timeout!r}")
 
 
-def wait_posted(
-    enqueue_post: Callable[[int], None],
-    still_busy: Callable[[], bool],
-    timeout: float | None,
-    what: str,
-) -> None:
-    """Wait until the ``sem_post`` that ``enqueue_post(semaphore)`` enqueued has run.
+def block(target: Waitable, timeout: float | None, what: str) -> None:
+    """Wait until *target*'s work has finished; ``TimeoutError`` after *timeout* s.
 
-    *still_busy* is asked between slices (it raises on CUDA errors, which would
-    keep the host function from ever running). ``TimeoutError`` after *timeout* s.
+    *what* names the wait for the error raised inside a held callback.
     """
+    if _callbacks.callback_threads:
+        _callbacks.raise_if_holding_stream(what)
     if timeout is not None:
         check_timeout(timeout)
-    if not _native.AVAILABLE:  # pragma: no cover - no libc semaphores: poll instead
-        poll_until(lambda: not still_busy(), float("inf") if timeout is None else timeout, what)
+    elif threading.get_ident() != MAIN_THREAD:
+        target._block()
+        return
+    if target.done or _spin_until(target, timeout):
         return
     semaphore = _local.address or _new_thread_semaphore()
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
-        enqueue_post(semaphore)
+        waiter = target._launch_after(
+            lambda ptr, direct: enqueue_host_function(
+                ptr, direct, _native.SEM_POST_ADDRESS, semaphore
+            )
+        )
         while True:
             left = _SLICE if deadline is None else min(_SLICE, deadline - time.monotonic())
             if left <= 0:
-                raise TimeoutError(f"{what} did not finish within {timeout} s")
+                raise TimeoutError(f"{target!r} did not finish within {timeout} s")
             if _native.take_within(semaphore, left):
-                _settle(still_busy)
-                return
-            if not still_busy():
+                _settle(target)
+                break
+            if target.done:
                 _native.take(semaphore)  # done, so the post has run or is about to
-                return
+                break
     except BaseException:
-        _local.address = 0  # a post is still coming: never reuse this semaphore
+        _local.address = 0  # a post may still come: never reuse this semaphore
         raise
+    give_back(waiter)
 
 
-def _settle(still_busy: Callable[[], bool]) -> None:
+async def until_done(target: Waitable) -> None:
+    """``await``: resume once *target*'s work has finished, never blocking the event loop."""
+    if target.done:
+        return
+    import asyncio  # noqa: PLC0415 - only awaiting needs it (half of extstream's import time)
+
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[None] = loop.create_future()
+    waiter = target._launch_after(
+        lambda ptr, direct: _callbacks.launch(ptr, direct, _resolve, ((loop, future),), False)
+    )
+    await future
+    end = time.perf_counter() + _SETTLE
+    while not target.done and time.perf_counter() < end:  # as _settle, without blocking
+        await asyncio.sleep(0)
+    give_back(waiter)
+
+
+def _settle(target: Waitable) -> None:
     """Let the posting host function return before the wait does.
 
     CUDA reports a stream busy while a host function on it runs, so right after
@@ -83,16 +140,15 @@ def _settle(still_busy: Callable[[], bool]) -> None:
     ms at most covers that; work others queued after the post is not waited for.
     """
     end = time.perf_counter() + _SETTLE
-    while still_busy() and time.perf_counter() < end:
+    while not target.done and time.perf_counter() < end:
         time.sleep(0)
 
 
-def spin_until(is_done: Callable[[], bool], timeout: float | None) -> bool:
-    """Ask *is_done* for up to 1 ms (less with a shorter *timeout*): short GPU work ends
-    sooner than a host-function wake-up takes."""
+def _spin_until(target: Waitable, timeout: float | None) -> bool:
+    """Ask *target* for up to 1 ms (less with a shorter *timeout*) whether it is done."""
     end = time.perf_counter() + (_SPIN if timeout is None else min(_SPIN, timeout))
     while time.perf_counter() < end:
-        if is_done():
+        if target.done:
             return True
     return False
 
@@ -102,23 +158,12 @@ def _new_thread_semaphore() -> int:
     return _local.address
 
 
-def poll_until(is_done: Callable[[], bool], timeout: float, what: str) -> None:
-    """Wait for *is_done* by polling with a growing sleep; ``TimeoutError`` after *timeout* s."""
-    check_timeout(timeout)
-    deadline = time.monotonic() + timeout
-    pause = 20e-6
-    while not is_done():
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError(f"{what} did not finish within {timeout} s")
-        time.sleep(min(pause, left))
-        pause = min(pause * 2, 5e-3)
-
-
 def _resolve(target: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]) -> None:
     loop, future = target
-    with contextlib.suppress(RuntimeError):  # a closed loop: no one is waiting any more
+    try:
         loop.call_soon_threadsafe(_set_done, future)
+    except RuntimeError:  # a closed loop: no one is waiting any more
+        return
 
 
 def _set_done(future: asyncio.Future[None]) -> None:
@@ -126,15 +171,30 @@ def _set_done(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-async def wait_notified(enqueue_notification: Callable[[Callable[[Any], None], Any], None]) -> None:
-    """Await a hold_stream=False callback that ``enqueue_notification(cb, arg)`` enqueued."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[None] = loop.create_future()
-    enqueue_notification(_resolve, (loop, future))
-    await future
+def borrow_waiter(device_id: int) -> Waiter:
+    """A waiter stream of *device_id* (-1: the current device), made when none is idle."""
+    device = _device.current_device() if device_id < 0 else device_id
+    try:
+        return device, _idle_waiters[device].pop()
+    except IndexError:
+        return _device.create_on(
+            device, _cuda.cudaStreamCreateWithPriority, _cuda.STREAM_NON_BLOCKING, 0
+        )
 
 
-def raise_if_holding_stream(what: str) -> None:
-    """Refuse a blocking wait on CUDA's host-function thread (see ``_callbacks``)."""
-    if _callbacks.callback_threads:
-        _callbacks.raise_if_holding_stream(what)
+def give_back(waiter: Waiter | None) -> None:
+    """Return a waiter whose wait has ended (None: nothing was borrowed)."""
+    if waiter is not None:
+        _idle_waiters[waiter[0]].append(waiter[1])
+
+
+def _after_fork_in_child() -> None:
+    # The parent's waiter streams are not this process's, and the thread that
+    # forked is the child's main thread.
+    global MAIN_THREAD
+    MAIN_THREAD = threading.get_ident()
+    _idle_waiters.clear()
+    _local.address = 0
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

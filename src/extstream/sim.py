@@ -16,7 +16,7 @@ from typing import Any
 from ._backend import NAME
 from ._backend import cuda as _backend
 from ._errors import CudaError
-from ._interop import as_stream
+from ._stream import as_stream
 
 __all__ = ["Graph", "active", "busy", "capture", "history", "inject_error", "reset_device"]
 

@@ -1,4 +1,4 @@
-"""pytest plugin for suites that need CUDA streams (registered as ``extstream``).
+"""pytest plugin for suites that need CUDA streams (registered as ``pytest_extstream``).
 
 - Markers: ``gpu`` (needs CUDA behaviour: a real GPU, or the simulator when the
   session runs on it; otherwise skipped with the reason) and ``multi_gpu(n)``.
@@ -11,8 +11,9 @@
 - Debug checks (``EXTSTREAM_CHECK``) are on unless that variable says otherwise.
 - The header shows the backend, devices, driver and cuda-python versions.
 
-This module imports extstream only after choosing the backend, which must
-happen before extstream is first imported.
+The backend must be chosen before extstream first uses it: this module talks
+to extstream through ``extstream.testing``, whose import chooses none, and
+through the public API after that.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+
+import extstream
+from extstream import testing
 
 _REQUIRE_ENV = "EXTSTREAM_REQUIRE_GPU"
 
@@ -50,7 +54,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def _env_requires_gpu() -> bool:
-    return os.environ.get(_REQUIRE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+    try:
+        return testing.gpu_required_by_environment()
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
 
 def _gpu_required(config: pytest.Config) -> bool:
@@ -85,10 +92,10 @@ def pytest_load_initial_conftests(early_config: pytest.Config, args: list[str]) 
     )
     if not simulate:
         return
-    if "extstream" in sys.modules:
+    if testing.backend_chosen():
         raise pytest.UsageError(
-            "extstream was imported before pytest could choose the simulator backend; "
-            "set EXTSTREAM_BACKEND=sim before importing it"
+            "extstream's CUDA backend was loaded before pytest could choose the simulator; "
+            "set EXTSTREAM_BACKEND=sim before using extstream"
         )
     os.environ["EXTSTREAM_BACKEND"] = "sim"
 
@@ -98,40 +105,13 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "gpu: needs CUDA behaviour (a GPU, or the extstream simulator)"
     )
     config.addinivalue_line("markers", "multi_gpu(n): needs at least n CUDA devices")
-    import extstream
-
+    _env_requires_gpu()  # a bad value is a usage error now, not a surprise at the first skip
     if "EXTSTREAM_CHECK" not in os.environ:
         extstream.set_debug_checks(True)
 
 
-def _devices() -> tuple[int, str | None]:
-    """(device count, why there is none)."""
-    import extstream
-    from extstream import _device
-
-    try:
-        return _device.device_count(), None
-    except extstream.CudaError as exc:
-        return 0, f"no CUDA GPU: {exc}"
-
-
 def pytest_report_header(config: pytest.Config) -> list[str]:
-    import extstream
-    from extstream._backend import NAME, cuda
-
-    count, reason = _devices()
-    line = (
-        f"extstream {extstream.__version__}: backend {NAME}, cuda-bindings {cuda.BINDINGS_VERSION}"
-    )
-    if reason is not None:
-        return [line, f"extstream: {reason}"]
-    names = []
-    for device in range(count):
-        err, properties = cuda.cudaGetDeviceProperties(device)
-        names.append(properties.name.decode(errors="replace") if err is cuda.SUCCESS else "?")
-    driver = cuda.cudaDriverGetVersion()[1]
-    version = f"{driver // 1000}.{driver % 1000 // 10}"
-    return [line, f"extstream: {count} device(s): {', '.join(names)}; driver {version}"]
+    return testing.header_lines()
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -139,7 +119,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     multi = item.get_closest_marker("multi_gpu")
     if gpu is None and multi is None:
         return
-    count, reason = _devices()
+    count, reason = testing.devices()
     needed = 1
     if multi is not None:
         needed = int(multi.args[0]) if multi.args else 2
@@ -157,8 +137,6 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 @pytest.fixture
 def cuda_stream() -> Iterator[Any]:
     """A fresh :class:`extstream.Stream` on the current device, closed after the test."""
-    import extstream
-
     stream = extstream.Stream()
     try:
         yield stream
@@ -170,8 +148,6 @@ def cuda_stream() -> Iterator[Any]:
 @pytest.fixture
 def cuda_event() -> Iterator[Callable[..., Any]]:
     """A factory of :class:`extstream.Event` objects, all closed after the test."""
-    import extstream
-
     made: list[extstream.Event] = []
 
     def make(**options: Any) -> extstream.Event:
@@ -190,12 +166,9 @@ def _extstream_guard(request: pytest.FixtureRequest) -> Iterator[None]:
     if request.node.get_closest_marker("gpu") is None:
         yield
         return
-    import extstream
-    from extstream import _callbacks
-
-    count, reason = _devices()
+    count, reason = testing.devices()
     before = [extstream.get_current_stream(d) for d in range(count)] if reason is None else []
-    pending = _callbacks.pending_count()
+    pending = testing.pending_callbacks()
     yield
     problems = []
     for device, stream in enumerate(before):
@@ -204,9 +177,9 @@ def _extstream_guard(request: pytest.FixtureRequest) -> Iterator[None]:
             problems.append(f"left {now!r} current on device {device} (was {stream!r})")
             stream.use()
     deadline = time.monotonic() + 5
-    while _callbacks.pending_count() > pending and time.monotonic() < deadline:
+    while testing.pending_callbacks() > pending and time.monotonic() < deadline:
         time.sleep(0.005)
-    if _callbacks.pending_count() > pending:
-        problems.append(f"left {_callbacks.pending_count() - pending} host callback(s) pending")
+    if testing.pending_callbacks() > pending:
+        problems.append(f"left {testing.pending_callbacks() - pending} host callback(s) pending")
     if problems:
         pytest.fail("extstream guard: " + "; ".join(problems), pytrace=False)

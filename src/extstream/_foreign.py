@@ -3,38 +3,34 @@
 Streams: the ``__cuda_stream__()`` protocol (torch, CuPy, numba-cuda and
 cuda.core all export it) is the one path; older framework versions without it
 are read by attribute, recognised by the module of their type. Frameworks are
-never imported here: an object is only inspected.
+never imported here: an object is only inspected. A ground-floor module: it
+knows no extstream class (extstream's own streams are unwrapped by ``_stream``).
 """
 
 from __future__ import annotations
 
 import operator
-from typing import TYPE_CHECKING
+from typing import Final
 
-from . import _stream
+MAX_HANDLE: Final = 2**64 - 1
 
-if TYPE_CHECKING:
-    from ._stream import ExternalStream
-
-MAX_HANDLE = 2**64 - 1
-
-_STREAM_INPUTS = (
+_STREAM_INPUTS: Final = (
     "an int handle in [0, 2**64), an object with __cuda_stream__(), "
     "or a torch / CuPy / numba / cuda.core stream"
 )
-_EVENT_INPUTS = (
+_EVENT_INPUTS: Final = (
     "an extstream.Event, an int event handle, or a torch / CuPy / numba / cuda.core event"
 )
 
 # Stream attributes of framework versions that predate __cuda_stream__.
-_LEGACY_STREAM_ATTRIBUTES = {
+_LEGACY_STREAM_ATTRIBUTES: Final = {
     "torch": "cuda_stream",
     "cupy": "ptr",
     "numba": "handle",
     "numba_cuda": "handle",
 }
 # Event attributes: events have no common protocol.
-_EVENT_ATTRIBUTES = {
+_EVENT_ATTRIBUTES: Final = {
     "torch": "cuda_event",
     "cupy": "ptr",
     "cuda": "handle",
@@ -79,11 +75,8 @@ def _device_hint(obj: object) -> int:
 
 
 def stream_handle(obj: object) -> tuple[int, int]:
-    """``(handle, device or -1)`` of any stream input other than a plain int."""
-    if isinstance(obj, _stream.ExternalStream):
-        if getattr(obj, "closed", False):
-            raise ValueError(f"cannot wrap {obj!r}: it is closed")
-        return obj._ptr, obj._device
+    """``(handle, device or -1)`` of any stream input other than a plain int or an
+    extstream stream."""
     if isinstance(obj, bool) or obj is None:
         raise TypeError(f"cannot use {obj!r} as a CUDA stream: expected {_STREAM_INPUTS}")
     protocol = getattr(obj, "__cuda_stream__", None)
@@ -118,6 +111,8 @@ def event_handle(obj: object) -> tuple[int, int]:
     if isinstance(obj, bool):
         raise TypeError(f"cannot use {obj!r} as a CUDA event: expected {_EVENT_INPUTS}")
     if isinstance(obj, int):
+        if obj == 0:
+            raise ValueError("event handle 0 is NULL, not a CUDA event")
         return _as_int_handle(obj, obj, "event"), -1
     if hasattr(obj, "__cuda_stream__"):
         raise TypeError(f"{obj!r} is a stream, not an event: use stream.wait(other) for streams")
@@ -127,13 +122,3 @@ def event_handle(obj: object) -> tuple[int, int]:
     if ptr == 0:
         raise ValueError(f"{obj!r} has no CUDA event yet (torch creates it at the first record())")
     return ptr, _device_hint(obj)
-
-
-def as_stream(obj: object, device_id: int = -1) -> ExternalStream:
-    """An :class:`ExternalStream` for *obj*: an ExternalStream (returned as is), an
-    int handle, a ``__cuda_stream__`` object, or a torch / CuPy / numba / cuda.core
-    stream. Anything else raises ``TypeError`` listing what is accepted.
-    """
-    if isinstance(obj, _stream.ExternalStream) and device_id in (-1, obj._device):
-        return obj
-    return _stream.ExternalStream(obj, device_id)

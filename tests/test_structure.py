@@ -1,0 +1,112 @@
+"""How the package is built: the backend seam, public names, what importing it costs."""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import inspect
+import pickle
+from types import ModuleType
+
+import pytest
+
+import extstream
+from extstream import CudaError, _cuda, _native, _sim
+
+from .conftest import run_python
+
+
+def _interface(backend: ModuleType) -> set[str]:
+    names = set(backend.__all__)
+    missing = [name for name in names if not hasattr(backend, name)]
+    assert not missing, f"{backend.__name__}.__all__ names what it lacks: {missing}"
+    return names
+
+
+def _takes_only_star_args(function: object) -> bool:
+    parameters = list(inspect.signature(function).parameters.values())  # type: ignore[arg-type]
+    return [p.kind for p in parameters] == [inspect.Parameter.VAR_POSITIONAL]
+
+
+def test_both_backends_offer_the_same_names_with_the_same_signatures() -> None:
+    assert _interface(_sim) - _sim.TOOLS - {"TOOLS"} == _interface(_cuda)
+    for name in sorted(_interface(_cuda)):
+        real, simulated = getattr(_cuda, name), getattr(_sim, name)
+        assert callable(real) == callable(simulated), name
+        if not (inspect.isfunction(real) and inspect.isfunction(simulated)):
+            continue  # cuda.bindings' compiled functions have no Python signature
+        if _takes_only_star_args(real):  # a stand-in that binds the real call first
+            continue
+        assert list(inspect.signature(real).parameters) == list(
+            inspect.signature(simulated).parameters
+        ), name
+
+
+@pytest.mark.parametrize("name", extstream.__all__)
+def test_public_names_live_in_extstream(name: str) -> None:
+    obj = getattr(extstream, name)
+    if name != "__version__":
+        assert obj.__module__ == "extstream"
+    assert name in dir(extstream)
+
+
+def test_unknown_attributes_raise_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no_such_name"):
+        _ = extstream.no_such_name
+
+
+def test_import_chooses_no_backend_and_imports_neither_cuda_bindings_nor_asyncio() -> None:
+    code = (
+        "import sys, extstream\n"
+        "print(sorted(m for m in ('cuda.bindings', 'extstream._backend', 'asyncio')"
+        " if m in sys.modules))\n"
+        "extstream.Stream().synchronize(timeout=1)\n"
+        "print('asyncio' in sys.modules)\n"
+    )
+    result = run_python(code, env={"EXTSTREAM_BACKEND": "sim"})
+    assert result.stdout.split() == ["[]", "False"], result.stderr
+
+
+def test_cuda_error_names_and_explanations_are_keyword_only() -> None:
+    with pytest.raises(TypeError):
+        CudaError(400, "cudaStreamQuery", "cudaErrorX")  # type: ignore[call-arg]
+    error = CudaError(400, "cudaStreamQuery", name="cudaErrorX", explanation="why")
+    assert str(error) == "cudaErrorX: why (in cudaStreamQuery)"
+    again = pickle.loads(pickle.dumps(error))
+    assert (again.status, again.call, again.name, again.explanation) == (
+        400,
+        "cudaStreamQuery",
+        "cudaErrorX",
+        "why",
+    )
+
+
+def test_a_failed_semaphore_wait_raises_instead_of_spinning(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls: list[int] = []
+
+    def failing_wait(semaphore: int) -> int:
+        calls.append(semaphore)
+        if len(calls) > 3:  # the old loop would never end: stop it for the test
+            raise AssertionError("sem_wait retried after EINVAL")
+        ctypes.set_errno(errno.EINVAL)
+        return -1
+
+    monkeypatch.setattr(_native, "_sem_wait", failing_wait)
+    with pytest.raises(OSError, match="sem_wait") as info:
+        _native.take(_native.new_semaphore())
+    assert info.value.errno == errno.EINVAL
+    assert len(calls) == 1
+
+
+def test_an_interrupted_semaphore_wait_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    results = iter([-1, 0])
+
+    def interrupted_then_posted(semaphore: int) -> int:
+        ctypes.set_errno(errno.EINTR)
+        return next(results)
+
+    monkeypatch.setattr(_native, "_sem_wait", interrupted_then_posted)
+    _native.take(_native.new_semaphore())
+    assert next(results, None) is None
