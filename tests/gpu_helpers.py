@@ -37,6 +37,31 @@ def sleep_on(stream: extstream.ExternalStream, seconds: float) -> None:
 SLEEP_CODE = "from tests.gpu_helpers import sleep_on\n"
 
 
+def fault_maker() -> Callable[[extstream.ExternalStream], None]:
+    """A function that queues a kernel fault (an illegal address) on a stream.
+
+    On a GPU: a CuPy kernel writing through NULL, compiled here, before any work
+    is queued (else the compile time would hide the wait). After the fault the
+    process's CUDA context is lost: run it in a child process.
+    """
+    if sim.active():
+        return lambda stream: sim.inject_error(stream, "cudaErrorIllegalAddress")
+    cupy = pytest.importorskip("cupy")
+    kernel = cupy.RawKernel(
+        r'extern "C" __global__ void write_null(int* p) { *p = 1; }', "write_null"
+    )
+    kernel.compile()
+
+    def fault(stream: extstream.ExternalStream) -> None:
+        with cupy.cuda.Device(stream.device_id), cupy.cuda.ExternalStream(stream.ptr):
+            kernel((1,), (1,), (cupy.uint64(0),))
+
+    return fault
+
+
+FAULT_CODE = "from tests.gpu_helpers import fault_maker, sleep_on\n"
+
+
 class Captured:
     """A graph captured from a stream: replay it, then destroy it."""
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
+import extstream.testing
 from extstream import ExternalStream, get_current_stream
 
 from .conftest import fake_stream, run_python
@@ -88,6 +89,7 @@ def test_exit_without_enter_raises() -> None:
         S3.__exit__(None, None, None)
 
 
+@pytest.mark.multi_gpu(2)
 @in_fresh_context
 def test_devices_are_independent() -> None:
     other = ExternalStream(0x7F00_0000_2000, 1)
@@ -167,6 +169,15 @@ def test_task_inherits_the_block_and_its_changes_do_not_leak_back() -> None:
 def test_bad_device_arguments(bad: object, error: type[Exception]) -> None:
     with pytest.raises(error):
         get_current_stream(bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.gpu
+def test_a_device_that_does_not_exist_is_refused() -> None:
+    missing = extstream.testing.devices()[0]
+    with pytest.raises(ValueError, match=f"device_id={missing}, but this process sees"):
+        get_current_stream(missing)
+    with pytest.raises(ValueError, match="this process sees"):
+        ExternalStream(0x7F00_0000_3000, missing).use()
 
 
 def test_per_thread_default_stream_by_environment() -> None:

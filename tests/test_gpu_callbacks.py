@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import gc
 import sys
@@ -99,6 +100,35 @@ def test_exceptions_reach_unraisablehook_and_later_callbacks_run(
     assert len(reports) == 1
     assert isinstance(reports[0].exc_value, ValueError)
     assert "host callback" in reports[0].err_msg
+
+
+@pytest.mark.parametrize("hold_stream", [True, False])
+def test_a_raising_unraisablehook_stops_nothing(
+    stream: Stream, monkeypatch: pytest.MonkeyPatch, hold_stream: bool
+) -> None:
+    hook_calls: list[Any] = []
+
+    def raising_hook(report: Any) -> None:
+        hook_calls.append(report)
+        raise RuntimeError("the hook itself fails")
+
+    monkeypatch.setattr(sys, "unraisablehook", raising_hook)
+    seen: list[int] = []
+
+    def boom(_: object) -> None:
+        raise ValueError("from a callback")
+
+    async def awaited() -> bool:
+        await stream
+        return True
+
+    for round_ in range(3):
+        stream.launch_host_func(boom, None, hold_stream=hold_stream)
+        stream.launch_host_func(seen.append, round_, hold_stream=hold_stream)
+        assert asyncio.run(awaited())
+        stream.synchronize()
+    assert wait_until(lambda: seen == [0, 1, 2])
+    assert len(hook_calls) == 3
 
 
 def test_callback_sees_the_enqueuers_context(stream: Stream) -> None:
@@ -234,3 +264,18 @@ def test_replays_run_in_fresh_contexts_and_objects_go_with_the_graph(hold_stream
         return ref() is None
 
     assert wait_until(released)
+
+
+def test_many_short_lived_streams_with_notifications_keep_threads_and_queues_bounded() -> None:
+    before = threading.active_count()
+    seen: list[int] = []
+    for i in range(2000):
+        short_lived = Stream()
+        short_lived.launch_host_func(seen.append, i, hold_stream=False)
+        short_lived.close()
+    assert wait_until(lambda: len(seen) == 2000)
+    # The simulator's stream workers end with their streams; extstream adds one
+    # dispatcher for all, and lets every emptied queue go.
+    assert wait_until(lambda: threading.active_count() <= before + 2)
+    assert wait_until(lambda: len(extstream_callbacks._queues) <= 1)
+    assert sorted(seen) == list(range(2000))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import ctypes
 import gc
 import pickle
 import weakref
@@ -150,6 +151,35 @@ def test_an_explicit_device_wins_over_the_framework_hint() -> None:
 def test_bad_protocol_results_are_refused(value: object) -> None:
     with pytest.raises((TypeError, ValueError)):
         ExternalStream(_ProtocolStream(value), 0)
+
+
+@pytest.mark.parametrize("handle", [1.9, 16.0, "16", b"2", bytearray(b"2"), None, 1j])
+def test_protocol_handles_must_be_ints(handle: object) -> None:
+    # int() would make 1, 16 or 2 of these: a handle is an int (as CuPy requires).
+    with pytest.raises(TypeError, match="is not an int"):
+        ExternalStream(_ProtocolStream((0, handle)), 0)
+
+
+def test_protocol_handles_may_be_index_types_and_ctypes_pointers() -> None:
+    assert ExternalStream(_ProtocolStream((0, np.uint64(H))), 0).ptr == H
+    assert ExternalStream(_ProtocolStream((0, ctypes.c_void_p(H))), 0).ptr == H
+    assert ExternalStream(_ProtocolStream((0, ctypes.c_void_p(None))), 0).ptr == 0
+
+
+@pytest.mark.parametrize(
+    ("make", "match"),
+    [
+        (lambda: extstream.Stream(priority=2**40), "priority"),
+        (lambda: extstream.Stream(device_id=2**40), "device_id"),
+        (lambda: extstream.Event(device_id=2**40), "device_id"),
+        (lambda: extstream.get_current_stream(2**100), "device_id"),
+        (lambda: ExternalStream(H, 2**31), "device_id"),
+        (lambda: ExternalStream(H, -2), "device_id"),
+    ],
+)
+def test_numbers_out_of_c_int_range_are_value_errors(make: Any, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        make()
 
 
 def test_legacy_framework_attribute_is_read_by_module() -> None:

@@ -7,13 +7,15 @@ Three ways a callback reaches Python, each chosen by measurement
   CUDA's host-function thread, taking the GIL there (as CuPy does), so later
   work on the stream waits until it returned. The launch keeps
   ``(function, args, context)`` in a table under an int key until it ran.
-- *notify* (``hold_stream=False``): the host function is libc's ``sem_post``
-  on the stream's own semaphore, which needs no GIL. A dispatcher thread of
-  that stream (started on demand, gone after 10 s without work) runs the
-  stream's callbacks in launch order as the semaphore allows. The GPU never
-  waits for Python, and CUDA's thread never touches Python, so no GIL deadlock
-  is possible. One host function per callback: CUDA's turnaround per host
-  function is most of a callback's cost.
+- *notify* (``hold_stream=False``): the host functions are libc's ``sem_post``,
+  which needs no GIL: one posts the stream's own semaphore, the next the
+  dispatcher's doorbell. One dispatcher thread for all streams (started on
+  demand, gone after 10 s without work) wakes at the doorbell and runs each
+  stream's callbacks in launch order as far as that stream's semaphore allows,
+  so the thread count stays bounded whatever the number of streams; a
+  stream's queue and semaphore are let go (the semaphore reused) once it is
+  empty. The GPU never waits for Python, and CUDA's thread never touches
+  Python, so no GIL deadlock is possible.
 - *captured*: a launch into a stream that is being captured into a CUDA graph
   becomes a graph node that fires on every replay, so its entry is not removed
   when it runs. CUDA owns a user object per entry whose destructor (again a
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import contextlib
 import contextvars
 import itertools
 import os
@@ -46,8 +49,8 @@ from typing import Any, Final
 
 from . import _config, _device, _native
 from ._backend import cuda as _cuda
-from ._errors import CudaError, call
-from ._handles import enqueue_host_function, is_capturing
+from ._errors import CudaError, call, report_unraisable
+from ._handles import enqueue_host_function, is_capturing, start_reaper, stream_done
 
 _EXIT_TIMEOUT: Final = _config.exit_timeout()
 
@@ -77,7 +80,7 @@ def _run(entry: Entry, replay: bool = False) -> None:
     try:
         (context.copy() if replay else context).run(function, *args)
     except BaseException as exc:  # a callback must never take the process down
-        report_unraisable(exc, f"Exception ignored in extstream host callback {function!r}")
+        report_unraisable(exc, "Exception ignored in extstream host callback", function)
 
 
 def _holding_stream(run: Callable[[], None]) -> None:
@@ -111,41 +114,29 @@ _NOTIFY_CAPTURED: Final = _native.host_function(_notify_captured)
 
 
 class _StreamQueue:
-    """The notifications of one stream, in launch order, the semaphore CUDA posts
-    for each, and the thread that runs them."""
+    """The notifications of one stream, in launch order, and the semaphore CUDA
+    posts for each."""
 
-    __slots__ = ("entries", "lock", "semaphore", "thread")
+    __slots__ = ("entries", "key", "lock", "released", "semaphore")
 
-    def __init__(self) -> None:
+    def __init__(self, key: object, semaphore: int) -> None:
+        self.key = key
         self.entries: collections.deque[Entry] = collections.deque()
         self.lock = threading.Lock()  # launch order must be queue order
-        self.semaphore = _native.new_semaphore()
-        self.thread: threading.Thread | None = None
-
-    def dispatch(self) -> None:
-        """Run the queue's callbacks as CUDA posts; return after 10 s without any."""
-        entries, semaphore = self.entries, self.semaphore
-        while True:
-            if not _native.take_within(semaphore, _DISPATCHER_IDLE):
-                with self.lock:  # a launch holds it while it appends and enqueues
-                    if not entries:  # else the GPU has not got there yet: wait on
-                        self.thread = None
-                        return
-                continue
-            if entries:  # a post always follows its entry; never die on a stray one
-                _run(entries.popleft())
-
-    def start_thread(self) -> None:
-        """Start the dispatcher (the caller holds ``lock``)."""
-        self.thread = threading.Thread(
-            target=self.dispatch, name="extstream-callbacks", daemon=True
-        )
-        self.thread.start()
+        self.semaphore = semaphore
+        self.released = False  # let go by the dispatcher: a launch takes a new queue
 
 
-_DISPATCHER_IDLE = 10.0  # seconds; tests shorten it
+_DISPATCHER_IDLE = 10.0  # seconds without work before the dispatcher ends; tests shorten it
+_RESCAN: Final = 0.1  # the dispatcher also looks this often, and lets empty queues go
+_KEEP_EMPTY: Final = 64  # empty queues kept for busy streams between looks
+# Streams with a queue, by handle (special handles: by device, and thread for 2).
 _queues: dict[object, _StreamQueue] = {}
 _queues_lock = threading.Lock()
+_free_semaphores: list[int] = []  # of queues let go, all taken to 0
+_doorbell: Final = _native.new_semaphore()  # posted after each notification's own post
+_dispatcher: threading.Thread | None = None
+_dispatcher_lock = threading.Lock()
 _captured_ready: queue.SimpleQueue[int] = queue.SimpleQueue()
 _graph_dispatcher: threading.Thread | None = None
 _graph_dispatcher_lock = threading.Lock()
@@ -169,16 +160,70 @@ def _start_graph_dispatcher() -> None:
             _graph_dispatcher.start()
 
 
-def _stream_queue(ptr: int) -> _StreamQueue:
+def _queue_key(ptr: int) -> object:
     # Special handles are per device, and handle 2 is per thread as well.
-    key: object = ptr
-    if ptr <= 2:
-        key = (ptr, _device.current_device(), threading.get_ident() if ptr == 2 else 0)
+    if ptr > 2:
+        return ptr
+    return (ptr, _device.current_device(), threading.get_ident() if ptr == 2 else 0)
+
+
+def _stream_queue(key: object) -> _StreamQueue:
     stream_queue = _queues.get(key)
     if stream_queue is None:
         with _queues_lock:
-            stream_queue = _queues.setdefault(key, _StreamQueue())
+            stream_queue = _queues.get(key)
+            if stream_queue is None:
+                semaphore = _free_semaphores.pop() if _free_semaphores else _native.new_semaphore()
+                stream_queue = _queues[key] = _StreamQueue(key, semaphore)
     return stream_queue
+
+
+def _run_posted() -> None:
+    """Run, for every stream, the callbacks whose posts have come, in order."""
+    for stream_queue in list(_queues.values()):
+        entries, semaphore = stream_queue.entries, stream_queue.semaphore
+        while entries and _native.try_take(semaphore):  # a post always follows its entry
+            _run(entries.popleft())
+
+
+def _let_empty_queues_go() -> None:
+    for stream_queue in list(_queues.values()):
+        with _queues_lock, stream_queue.lock:  # a launch appends under the queue's lock
+            if stream_queue.entries or stream_queue.released:
+                continue
+            stream_queue.released = True
+            del _queues[stream_queue.key]
+        if not _native.try_take(stream_queue.semaphore):  # a stray post: never reuse it
+            _free_semaphores.append(stream_queue.semaphore)
+
+
+def _dispatch() -> None:
+    """The dispatcher: run notifications as CUDA posts them; end after a quiet spell."""
+    global _dispatcher
+    quiet_since = time.monotonic()
+    while True:
+        rang = _native.take_within(_doorbell, _RESCAN)
+        _run_posted()
+        if rang:
+            quiet_since = time.monotonic()
+        if not rang or len(_queues) > _KEEP_EMPTY:
+            _let_empty_queues_go()
+        if not rang and time.monotonic() - quiet_since > _DISPATCHER_IDLE:
+            with _dispatcher_lock:  # a launch checks for a dispatcher after it queued
+                if not _queues:
+                    _dispatcher = None
+                    return
+
+
+def _ensure_dispatcher() -> None:
+    global _dispatcher
+    if _dispatcher is None:
+        with _dispatcher_lock:
+            if _dispatcher is None:
+                _dispatcher = threading.Thread(
+                    target=_dispatch, name="extstream-callbacks", daemon=True
+                )
+                _dispatcher.start()
 
 
 def launch(
@@ -194,6 +239,8 @@ def launch(
     if not isinstance(hold_stream, bool):
         raise TypeError(f"hold_stream must be a bool, not {hold_stream!r}")
     entry: Entry = [function, args, contextvars.copy_context()]
+    if hold_stream:  # Python will run on CUDA's thread, where a collection can destroy
+        start_reaper()
     if _captured:
         _release_finished_graphs()
     if is_capturing(ptr, direct):
@@ -211,16 +258,22 @@ def launch(
 
 
 def _launch_notification(ptr: int, direct: bool, entry: Entry) -> None:
-    stream_queue = _stream_queue(ptr)
-    with stream_queue.lock:
-        stream_queue.entries.append(entry)
-        try:
-            enqueue_host_function(ptr, direct, _native.SEM_POST_ADDRESS, stream_queue.semaphore)
-        except CudaError:  # not enqueued (an interrupt may come after CUDA took it)
-            stream_queue.entries.pop()  # ours: the lock kept others out
-            raise
-        if stream_queue.thread is None:
-            stream_queue.start_thread()
+    key = _queue_key(ptr)
+    while True:
+        stream_queue = _stream_queue(key)
+        with stream_queue.lock:
+            if stream_queue.released:  # let go just now: take the stream's new queue
+                continue
+            stream_queue.entries.append(entry)
+            try:
+                enqueue_host_function(ptr, direct, _native.SEM_POST_ADDRESS, stream_queue.semaphore)
+            except CudaError:  # not enqueued
+                stream_queue.entries.pop()  # ours: the lock kept others out
+                raise
+            break
+    _ensure_dispatcher()  # after queueing, so that a dispatcher ending now sees the entry
+    with contextlib.suppress(CudaError):  # else the dispatcher's next look finds the post
+        enqueue_host_function(ptr, direct, _native.SEM_POST_ADDRESS, _doorbell)
 
 
 def _launch_captured(ptr: int, direct: bool, entry: Entry, hold_stream: bool) -> None:
@@ -279,11 +332,24 @@ def raise_if_holding_stream(what: str) -> None:
         )
 
 
+def _context_failed() -> bool:
+    """Whether the current device's context has a sticky error (a kernel fault).
+
+    After one CUDA runs no host function in the context any more, and every
+    call returns the error, an idle query included.
+    """
+    try:
+        stream_done(0, False)
+    except CudaError:
+        return True
+    return False
+
+
 def _at_exit() -> None:
     global _dropping
     _dropping = True
     deadline = time.monotonic() + _EXIT_TIMEOUT
-    while _held and time.monotonic() < deadline:
+    while _held and time.monotonic() < deadline and not _context_failed():
         time.sleep(0.002)  # CUDA's thread runs (and skips) the held callbacks meanwhile
     dropped = _dropped + pending_count()
     if dropped:
@@ -292,9 +358,10 @@ def _at_exit() -> None:
             RuntimeWarning,
             stacklevel=1,
         )
-    if _held:
+    if _held and not _context_failed():
         # The GPU has not reached them: CUDA's thread would enter Python after
         # finalization, which can crash or hang. Leave before that can happen.
+        # (After a fault it never will: then the exit goes on as usual.)
         sys.stderr.write(
             f"extstream: {len(_held)} held host callback(s) still not reached by the GPU "
             f"after {_EXIT_TIMEOUT} s at exit; exiting now (EXTSTREAM_EXIT_TIMEOUT sets the wait)\n"
@@ -310,42 +377,16 @@ atexit.register(_at_exit)
 def _after_fork_in_child() -> None:
     # The parent's callbacks and dispatchers are not ours, and any of these locks
     # may have been held by another thread at the fork.
-    global _graph_dispatcher, _graph_dispatcher_lock, _queues_lock
-    _graph_dispatcher = None
+    global _dispatcher, _dispatcher_lock, _graph_dispatcher, _graph_dispatcher_lock, _queues_lock
+    _dispatcher = _graph_dispatcher = None
+    _dispatcher_lock = threading.Lock()
     _graph_dispatcher_lock = threading.Lock()
     _queues_lock = threading.Lock()
     _held.clear()
     _captured.clear()
     _queues.clear()
+    _free_semaphores.clear()
     callback_threads.clear()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
-_unraisable_args_type: Any = None
-
-
-def report_unraisable(exc: BaseException, message: str) -> None:
-    """Hand *exc* to ``sys.unraisablehook``, as Python does for errors in ``__del__``."""
-    global _unraisable_args_type
-    if _unraisable_args_type is None:
-        _unraisable_args_type = _find_unraisable_args_type()
-    sys.unraisablehook(_unraisable_args_type((type(exc), exc, exc.__traceback__, message, None)))
-
-
-def _find_unraisable_args_type() -> Any:
-    # The hook's argument type is not exported: catch one from a throwaway object.
-    caught: list[Any] = []
-    hook = sys.unraisablehook
-    sys.unraisablehook = caught.append
-
-    class _Probe:
-        def __del__(self) -> None:
-            raise RuntimeError
-
-    try:
-        _Probe()
-    finally:
-        sys.unraisablehook = hook
-    return type(caught[0])

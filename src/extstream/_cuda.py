@@ -9,11 +9,11 @@ looked up, not called.
 The CUDA runtime functions extstream uses, and nothing more:
 
 - streams: cudaStreamCreateWithPriority, cudaStreamDestroy, cudaStreamQuery,
-  cudaStreamSynchronize, cudaStreamWaitEvent, cudaStreamGetDevice,
+  cudaStreamWaitEvent, cudaStreamGetDevice,
   cudaStreamGetPriority, cudaStreamGetFlags, cudaStreamIsCapturing,
   cudaLaunchHostFunc
 - events: cudaEventCreateWithFlags, cudaEventDestroy, cudaEventRecord,
-  cudaEventQuery, cudaEventSynchronize, cudaEventElapsedTime
+  cudaEventQuery, cudaEventElapsedTime
 - devices and versions: cudaGetDevice, cudaSetDevice, cudaGetDeviceCount,
   cudaGetDeviceProperties, cudaDriverGetVersion, cudaRuntimeGetVersion
 - errors: cudaGetErrorName, cudaGetErrorString
@@ -22,8 +22,8 @@ The CUDA runtime functions extstream uses, and nothing more:
 
 The hot calls take the cheapest path measured on an H100 (benchmarks/call_paths.py):
 
-- ``stream_query``, ``stream_synchronize``, ``event_query``,
-  ``event_synchronize``, ``stream_is_capturing`` and ``launch_host_func`` call
+- ``stream_query``, ``event_query``, ``stream_is_capturing`` and
+  ``launch_host_func`` call
   the driver's entry points (``cuStreamQuery`` ...) through ctypes on an int handle, found once with
   ``cuGetProcAddress``; this skips cuda.bindings' per-call wrapping and
   releases the GIL. They return the int ``CUresult``.
@@ -79,7 +79,6 @@ __all__ = [
     "cudaEventElapsedTime",
     "cudaEventQuery",
     "cudaEventRecord",
-    "cudaEventSynchronize",
     "cudaGetDevice",
     "cudaGetDeviceCount",
     "cudaGetDeviceProperties",
@@ -95,7 +94,6 @@ __all__ = [
     "cudaStreamGetPriority",
     "cudaStreamIsCapturing",
     "cudaStreamQuery",
-    "cudaStreamSynchronize",
     "cudaStreamWaitEvent",
     "cudaUserObjectCreate",
     "direct_driver_calls",
@@ -103,7 +101,6 @@ __all__ = [
     "error_name",
     "error_string",
     "event_query",
-    "event_synchronize",
     "event_t",
     "handle_is_valid",
     "host_fn_t",
@@ -112,7 +109,6 @@ __all__ = [
     "runtime_module",
     "stream_is_capturing",
     "stream_query",
-    "stream_synchronize",
     "stream_t",
 ]
 
@@ -140,7 +136,6 @@ host_fn_t = _rt.cudaHostFn_t
 cudaStreamCreateWithPriority = _rt.cudaStreamCreateWithPriority
 cudaStreamDestroy = _rt.cudaStreamDestroy
 cudaStreamQuery = _rt.cudaStreamQuery
-cudaStreamSynchronize = _rt.cudaStreamSynchronize
 cudaStreamWaitEvent = _rt.cudaStreamWaitEvent
 cudaStreamGetDevice = _rt.cudaStreamGetDevice
 cudaStreamGetPriority = _rt.cudaStreamGetPriority
@@ -151,7 +146,6 @@ cudaEventCreateWithFlags = _rt.cudaEventCreateWithFlags
 cudaEventDestroy = _rt.cudaEventDestroy
 cudaEventRecord = _rt.cudaEventRecord
 cudaEventQuery = _rt.cudaEventQuery
-cudaEventSynchronize = _rt.cudaEventSynchronize
 cudaEventElapsedTime = _rt.cudaEventElapsedTime
 cudaGetDevice = _rt.cudaGetDevice
 cudaSetDevice = _rt.cudaSetDevice
@@ -186,9 +180,7 @@ def _loads_first(name: str) -> Callable[..., int]:
 
 
 stream_query: Callable[[int], int] = _loads_first("stream_query")
-stream_synchronize: Callable[[int], int] = _loads_first("stream_synchronize")
 event_query: Callable[[int], int] = _loads_first("event_query")
-event_synchronize: Callable[[int], int] = _loads_first("event_synchronize")
 launch_host_func: Callable[[int, int, int], int] = _loads_first("launch_host_func")
 # (stream, address of an int that receives the CUstreamCaptureStatus)
 stream_is_capturing: Callable[[int, int], int] = _loads_first("stream_is_capturing")
@@ -202,9 +194,7 @@ cuStreamWaitEvent = _driver.cuStreamWaitEvent
 _P: Final = ctypes.c_void_p
 _ENTRY_POINTS: Final[dict[str, tuple[str, tuple[Any, ...]]]] = {
     "stream_query": ("cuStreamQuery", (_P,)),
-    "stream_synchronize": ("cuStreamSynchronize", (_P,)),
     "event_query": ("cuEventQuery", (_P,)),
-    "event_synchronize": ("cuEventSynchronize", (_P,)),
     "launch_host_func": ("cuLaunchHostFunc", (_P, _P, _P)),
     "stream_is_capturing": ("cuStreamIsCapturing", (_P, _P)),
 }

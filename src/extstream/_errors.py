@@ -7,6 +7,7 @@ or ``ValueError`` naming the value before CUDA is called.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any, Final, NoReturn
 
@@ -110,3 +111,41 @@ def refuse_unreadable(ptr: int, what: str) -> NoReturn:
         explanation=f"{ptr:#x} is not a readable address in this process, so it is not a "
         f"CUDA {what} handle",
     )
+
+
+_unraisable_args_type: Any = None
+
+
+def report_unraisable(exc: BaseException, message: str, obj: object = None) -> None:
+    """Hand *exc* to ``sys.unraisablehook``, as Python does for errors in ``__del__``
+    (the default hook prints ``message: repr(obj)`` and the traceback).
+
+    Used where no one can be told otherwise (host callbacks, deferred destroys);
+    a hook that raises is ignored, so the thread reporting goes on.
+    """
+    global _unraisable_args_type
+    try:
+        if _unraisable_args_type is None:
+            _unraisable_args_type = _find_unraisable_args_type()
+        report = _unraisable_args_type((type(exc), exc, exc.__traceback__, message, obj))
+        sys.unraisablehook(report)
+    except BaseException:  # noqa: S110 - the hook failed too: nothing is left to tell
+        pass
+
+
+def _find_unraisable_args_type() -> Any:
+    # The hook's argument type is not exported (and the default hook accepts no
+    # other): catch one from a throwaway object.
+    caught: list[Any] = []
+    hook = sys.unraisablehook
+    sys.unraisablehook = caught.append
+
+    class _Probe:
+        def __del__(self) -> None:
+            raise RuntimeError
+
+    try:
+        _Probe()
+    finally:
+        sys.unraisablehook = hook
+    return type(caught[0])

@@ -10,7 +10,7 @@ knows no extstream class (extstream's own streams are unwrapped by ``_stream``).
 from __future__ import annotations
 
 import operator
-from typing import Final
+from typing import Any, Final
 
 MAX_HANDLE: Final = 2**64 - 1
 
@@ -43,19 +43,35 @@ def _framework(obj: object) -> str:
     return type(obj).__module__.partition(".")[0]
 
 
+# Values that int() would turn into a number but that are no handle.
+_NOT_HANDLES: Final = (float, complex, str, bytes, bytearray)
+
+
 def _as_int_handle(value: object, source: object, what: str) -> int:
-    """An int from an int, a ctypes pointer (``.value``) or a cuda.bindings handle (``int()``)."""
+    """An int from an int (or ``__index__``), a ctypes pointer (``.value``) or a
+    cuda.bindings handle (``int()``); floats, strings and bytes are refused."""
     if isinstance(value, bool):
         raise TypeError(f"{what} handle from {source!r} is a bool, not a handle")
-    if not isinstance(value, int):
-        raw = getattr(value, "value", value)  # ctypes.c_void_p; None is NULL
-        try:
-            value = 0 if raw is None else int(raw)  # type: ignore[call-overload]
-        except (TypeError, ValueError):
-            raise TypeError(f"{what} handle {value!r} from {source!r} is not an int") from None
-    if not 0 <= value <= MAX_HANDLE:
+    handle = value if isinstance(value, int) else _convert(value, source, what)
+    if not 0 <= handle <= MAX_HANDLE:
         raise ValueError(f"{what} handle {value!r} from {source!r} is out of range [0, 2**64)")
-    return value
+    return handle
+
+
+def _convert(value: object, source: object, what: str) -> int:
+    raw: Any = getattr(value, "value", value)  # ctypes.c_void_p; None is NULL
+    if value is None or isinstance(raw, _NOT_HANDLES):
+        raise TypeError(f"{what} handle {value!r} from {source!r} is not an int")
+    if raw is None:
+        return 0
+    try:
+        return operator.index(raw)
+    except TypeError:
+        pass
+    try:  # cuda.bindings' CUstream and friends convert with int()
+        return int(raw)
+    except (TypeError, ValueError):
+        raise TypeError(f"{what} handle {value!r} from {source!r} is not an int") from None
 
 
 def _device_hint(obj: object) -> int:

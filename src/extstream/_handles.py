@@ -12,14 +12,15 @@ the caller's to dispatch under :func:`extstream._device.on_device`.
 from __future__ import annotations
 
 import ctypes
+import os
 import sys
 import threading
 from collections.abc import Callable
 from typing import Any, Final, Protocol
 
-from . import _device, _foreign
+from . import _device, _foreign, _native
 from ._backend import cuda as _cuda
-from ._errors import call, ready, refuse_unreadable
+from ._errors import CudaError, call, ready, refuse_unreadable, report_unraisable
 
 _NOT_READY_STATUS: Final = _cuda.NOT_READY_STATUS
 _CAPTURE_STATUS_NONE: Final = _cuda.CAPTURE_STATUS_NONE
@@ -67,12 +68,6 @@ def stream_done(ptr: int, direct: bool) -> bool:
     """Whether all work queued on the stream so far has finished."""
     status = _cuda.stream_query(ptr) if direct else _NOT_TRIED
     return status == 0 or _answer(status, _cuda.cudaStreamQuery, _cuda.stream_t, ptr)
-
-
-def stream_synchronize(ptr: int, direct: bool) -> None:
-    """Block (GIL released) until the stream's work so far has finished."""
-    if not direct or _cuda.stream_synchronize(ptr):
-        call(_cuda.cudaStreamSynchronize, _cuda.stream_t(ptr))
 
 
 def record(ptr: int, direct: bool, event_ptr: int) -> None:
@@ -145,18 +140,19 @@ def event_done(ptr: int) -> bool:
     return status == 0 or _answer(status, _cuda.cudaEventQuery, _cuda.event_t, ptr)
 
 
-def event_synchronize(ptr: int) -> None:
-    """Block (GIL released) until the event has completed."""
-    if _cuda.event_synchronize(ptr):
-        call(_cuda.cudaEventSynchronize, _cuda.event_t(ptr))
-
-
 def elapsed_ms(start_ptr: int, end_ptr: int) -> float:
     """Milliseconds between two completed timing events."""
     return float(call(_cuda.cudaEventElapsedTime, _cuda.event_t(start_ptr), _cuda.event_t(end_ptr)))
 
 
 # -- destroying owned handles -----------------------------------------------------
+
+_NOT_PERMITTED: Final = 800  # cudaErrorNotPermitted: what CUDA answers a call from a host function
+# Destroys that CUDA refused where they ran (a collection on CUDA's host-function
+# thread), done soon after by the reaper thread.
+_deferred: list[tuple[Callable[[int], None], int]] = []
+_reaper_semaphore = 0  # the reaper's wake-up; 0 until it runs
+_reaper_lock = threading.Lock()
 
 
 class Owner(Protocol):
@@ -171,13 +167,23 @@ def destroy_once(owner: Owner) -> None:
     """Destroy the handle *owner* holds, unless that was done.
 
     ``list.pop`` is atomic, so of two threads closing at once only one destroys,
-    and no lock is held that a finalizer running meanwhile could wait for.
+    and no lock is held that a finalizer running meanwhile could wait for. A
+    destroy CUDA refuses because it ran inside a host function is deferred to
+    the reaper thread instead of leaking the handle.
     """
     try:
         ptr = owner._alive.pop()
     except IndexError:
         return
-    owner._destroy(ptr)
+    destroy = owner._destroy
+    try:
+        destroy(ptr)
+    except CudaError as exc:
+        if exc.status != _NOT_PERMITTED:
+            raise
+        _deferred.append((destroy, ptr))  # atomic: no lock in a finalizer
+        if _reaper_semaphore:
+            _native.post(_reaper_semaphore)
 
 
 def finalize(owner: Owner, _finalizing: Callable[[], bool] = sys.is_finalizing) -> None:
@@ -192,3 +198,48 @@ def finalize(owner: Owner, _finalizing: Callable[[], bool] = sys.is_finalizing) 
             destroy_once(owner)
     except Exception:  # noqa: S110 - at GC or shutdown no one can be told
         pass
+
+
+def start_reaper() -> None:
+    """Start the thread that does the deferred destroys (once).
+
+    Called by ``_callbacks`` before Python can first run on CUDA's thread, from
+    a thread that may start threads: a finalizer on CUDA's thread must not.
+    """
+    global _reaper_semaphore
+    if _reaper_semaphore:
+        return
+    with _reaper_lock:
+        if not _reaper_semaphore:
+            semaphore = _native.new_semaphore()
+            threading.Thread(
+                target=_reap_forever, args=(semaphore,), name="extstream-reaper", daemon=True
+            ).start()
+            _reaper_semaphore = semaphore
+
+
+def _reap_forever(semaphore: int) -> None:
+    while True:
+        _native.take(semaphore)
+        reap()
+
+
+def reap() -> None:
+    """Do the destroys deferred so far (from a thread that may call CUDA)."""
+    while _deferred:
+        destroy, ptr = _deferred.pop()
+        try:
+            destroy(ptr)
+        except Exception as exc:  # the owner is gone: no one else can be told
+            report_unraisable(exc, f"Exception ignored destroying CUDA handle {ptr:#x}")
+
+
+def _after_fork_in_child() -> None:
+    # The parent's handles and reaper are not this process's.
+    global _reaper_semaphore, _reaper_lock
+    _deferred.clear()
+    _reaper_semaphore = 0
+    _reaper_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

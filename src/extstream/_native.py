@@ -57,6 +57,11 @@ def new_semaphore() -> int:
     return int(address)
 
 
+def post(semaphore: int) -> None:
+    """Add one to *semaphore* (what CUDA does when it runs ``sem_post`` as a host function)."""
+    _sem_post(semaphore)
+
+
 def try_take(semaphore: int) -> bool:
     """Take one from *semaphore* if it has one, without waiting."""
     return bool(_sem_trywait(semaphore) == 0)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ctypes
 import enum
+import functools
 import itertools
 import threading
 import time
@@ -84,7 +85,6 @@ __all__ = [
     "cudaEventElapsedTime",
     "cudaEventQuery",
     "cudaEventRecord",
-    "cudaEventSynchronize",
     "cudaGetDevice",
     "cudaGetDeviceCount",
     "cudaGetDeviceProperties",
@@ -100,7 +100,6 @@ __all__ = [
     "cudaStreamGetPriority",
     "cudaStreamIsCapturing",
     "cudaStreamQuery",
-    "cudaStreamSynchronize",
     "cudaStreamWaitEvent",
     "cudaUserObjectCreate",
     "direct_driver_calls",
@@ -109,7 +108,6 @@ __all__ = [
     "error_name",
     "error_string",
     "event_query",
-    "event_synchronize",
     "event_t",
     "handle_is_valid",
     "history",
@@ -121,7 +119,6 @@ __all__ = [
     "runtime_module",
     "stream_is_capturing",
     "stream_query",
-    "stream_synchronize",
     "stream_t",
 ]
 
@@ -214,9 +211,7 @@ direct_driver_calls = True
 DIRECT_CALLS: Final = frozenset(
     {
         "stream_query",
-        "stream_synchronize",
         "event_query",
-        "event_synchronize",
         "launch_host_func",
         "stream_is_capturing",
     }
@@ -370,10 +365,12 @@ class _Graph:
         self.user_objects.clear()
 
 
+# These tables and the handle counter need no lock: next() and dict operations
+# are atomic, and a lock here could be wanted by a finalizer (a destroy) that a
+# collection runs while the lock is held.
 _devices = [_Device(i) for i in range(DEVICE_COUNT)]
 _streams: dict[int, _Stream] = {}
 _events: dict[int, _Event] = {}
-_lock = threading.Lock()
 _handles = itertools.count(0x7E00_0000_0000, 0x100)
 
 
@@ -446,15 +443,11 @@ def _submit(
     return 0, stream.enqueue(kind, action, _implicit_deps(stream) + (deps or []))
 
 
-def _wait_status(stream: _Stream, blocking: bool) -> int:
+def _query_status(stream: _Stream) -> int:
     if stream.capture is not None:
         stream.capture.status = _Capture.INVALIDATED
         return int(_E.cudaErrorStreamCaptureUnsupported)
-    if blocking:
-        tail = stream.tail
-        if tail is not None:
-            tail.done.wait()
-    elif not stream.idle():
+    if not stream.idle():
         return int(NOT_READY)
     return _devices[stream.device].sticky
 
@@ -462,21 +455,17 @@ def _wait_status(stream: _Stream, blocking: bool) -> int:
 # -- the direct calls (int status) ---------------------------------------------
 
 
-def _query(handle: int, blocking: bool, runtime: bool) -> int:
+def _query(handle: int, runtime: bool) -> int:
     stream = _stream(handle)
-    return _check(stream, runtime) or _wait_status(stream, blocking)  # type: ignore[arg-type]
+    return _check(stream, runtime) or _query_status(stream)  # type: ignore[arg-type]
 
 
 def stream_query(handle: int) -> int:
-    return _query(handle, blocking=False, runtime=False)
-
-
-def stream_synchronize(handle: int) -> int:
-    return _query(handle, blocking=True, runtime=False)
+    return _query(handle, runtime=False)
 
 
 def _launch(handle: int, function: int, user_data: int, runtime: bool) -> int:
-    action = lambda: _native.call_host_function(function, user_data)  # noqa: E731
+    action = lambda: _run_host_function(function, user_data)  # noqa: E731
     return _submit(handle, ("host function", function, user_data), action, runtime=runtime)[0]
 
 
@@ -502,15 +491,6 @@ def event_query(handle: int) -> int:
         return sticky
     latest = event.latest
     return 0 if latest is None or latest.done.is_set() else int(NOT_READY)
-
-
-def event_synchronize(handle: int) -> int:
-    event = _events.get(handle)
-    if event is None:
-        return ERROR_INVALID_RESOURCE_HANDLE
-    if event.latest is not None:
-        event.latest.done.wait()
-    return _devices[event.device].sticky
 
 
 def _record(event_handle: int, stream_handle: int, runtime: bool) -> int:
@@ -587,17 +567,13 @@ def cudaStreamCreateWithPriority(flags: int, priority: int) -> tuple[Any, ...]:
     if flags not in (0, STREAM_NON_BLOCKING):
         return (_E.cudaErrorInvalidValue, None)
     greatest, least = PRIORITY_RANGE
-    with _lock:
-        handle = next(_handles)
-        _streams[handle] = _Stream(
-            handle, _current.device, flags, min(max(priority, greatest), least)
-        )
+    handle = next(_handles)  # no lock: a finalizer run by a collection here may destroy
+    _streams[handle] = _Stream(handle, _current.device, flags, min(max(priority, greatest), least))
     return SUCCESS, handle
 
 
 def cudaStreamDestroy(handle: int) -> tuple[Any]:
-    with _lock:
-        stream = _streams.pop(handle, None)
+    stream = _streams.pop(handle, None)
     if stream is None:
         return (_E.cudaErrorInvalidResourceHandle,)
     with stream.condition:  # queued work still runs, as on a GPU; then the worker ends
@@ -607,11 +583,7 @@ def cudaStreamDestroy(handle: int) -> tuple[Any]:
 
 
 def cudaStreamQuery(handle: int) -> tuple[Any]:
-    return (_E(_query(handle, blocking=False, runtime=True)),)
-
-
-def cudaStreamSynchronize(handle: int) -> tuple[Any]:
-    return (_E(_query(handle, blocking=True, runtime=True)),)
+    return (_E(_query(handle, runtime=True)),)
 
 
 def cudaStreamWaitEvent(stream: int, event: int, flags: int) -> tuple[Any]:
@@ -675,15 +647,13 @@ def cudaEventCreateWithFlags(flags: int) -> tuple[Any, ...]:
         return (_E.cudaErrorInvalidValue, None)
     if flags & EVENT_INTERPROCESS and not flags & EVENT_DISABLE_TIMING:
         return (_E.cudaErrorInvalidValue, None)
-    with _lock:
-        handle = next(_handles)
-        _events[handle] = _Event(handle, _current.device, flags)
+    handle = next(_handles)
+    _events[handle] = _Event(handle, _current.device, flags)
     return SUCCESS, handle
 
 
 def cudaEventDestroy(handle: int) -> tuple[Any]:
-    with _lock:
-        event = _events.pop(handle, None)
+    event = _events.pop(handle, None)
     return (SUCCESS if event is not None else _E.cudaErrorInvalidResourceHandle,)
 
 
@@ -693,10 +663,6 @@ def cudaEventRecord(event: int, stream: int) -> tuple[Any]:
 
 def cudaEventQuery(handle: int) -> tuple[Any]:
     return (_E(event_query(handle)),)
-
-
-def cudaEventSynchronize(handle: int) -> tuple[Any]:
-    return (_E(event_synchronize(handle)),)
 
 
 def cudaEventElapsedTime(start: int, end: int) -> tuple[Any, ...]:
@@ -712,6 +678,36 @@ def cudaEventElapsedTime(start: int, end: int) -> tuple[Any, ...]:
     if first.recorded_at is None or last.recorded_at is None:
         return (_E.cudaErrorInvalidResourceHandle, None)
     return SUCCESS, (last.recorded_at - first.recorded_at) * 1000.0
+
+
+class _HostFunctionThread(threading.local):
+    running = False  # whether this thread is inside a host function now
+
+
+_host_function_thread = _HostFunctionThread()
+
+
+def _run_host_function(function: int, user_data: int) -> None:
+    _host_function_thread.running = True
+    try:
+        _native.call_host_function(function, user_data)
+    finally:
+        _host_function_thread.running = False
+
+
+def _not_permitted_in_host_functions(function: Callable[..., Any]) -> Callable[..., Any]:
+    """CUDA's rule: every CUDA call made from a host function fails, cudaErrorNotPermitted."""
+    refusal: Any = int(_E.cudaErrorNotPermitted)
+    if function.__name__ not in DIRECT_CALLS:
+        refusal = (_E.cudaErrorNotPermitted,)
+
+    @functools.wraps(function)
+    def guarded(*args: Any) -> Any:
+        if _host_function_thread.running:
+            return refusal
+        return function(*args)
+
+    return guarded
 
 
 def handle_is_valid(ptr: int) -> bool:
@@ -772,3 +768,10 @@ def end_capture(handle: int) -> tuple[int, _Graph | None]:
 def reset_device(device: int) -> None:
     """Clear a sticky error (what a fresh process would start with)."""
     _devices[device].sticky = 0
+
+
+for _name in __all__:
+    _value = globals()[_name]
+    if (_name.startswith("cu") or _name in DIRECT_CALLS) and not isinstance(_value, type):
+        globals()[_name] = _not_permitted_in_host_functions(_value)
+del _name, _value

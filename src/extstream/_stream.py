@@ -163,18 +163,15 @@ class ExternalStream:
     def synchronize(self, timeout: float | None = None) -> None:
         """Wait until all work queued so far has finished.
 
-        With *timeout* (seconds), raise ``TimeoutError`` when it passes. In the
-        main thread, and with a timeout, the wait answers Ctrl-C at once; on an
-        idle stream it costs one query. Elsewhere it is one cudaStreamSynchronize.
+        With *timeout* (seconds), raise ``TimeoutError`` when it passes. The wait
+        answers Ctrl-C at once and raises a kernel fault within 50 ms; on an idle
+        stream it costs one query.
         """
         _wait.block(self, timeout, "synchronize()")
 
     def __await__(self) -> Generator[Any, None, None]:
         """``await stream``: wait for the work queued so far without blocking the event loop."""
         return _wait.until_done(self).__await__()
-
-    def _block(self) -> None:
-        self._call(_handles.stream_synchronize)
 
     def _launch_after(self, launch: _wait.Launch) -> None:
         self._call(launch)
@@ -550,16 +547,13 @@ class Event:
     def synchronize(self, timeout: float | None = None) -> None:
         """Wait for the event; with *timeout* (s), ``TimeoutError`` when it passes.
 
-        In the main thread, and with a timeout, the wait answers Ctrl-C at once.
+        The wait answers Ctrl-C at once and raises a kernel fault within 50 ms.
         """
         _wait.block(self, timeout, "Event.synchronize()")
 
     def __await__(self) -> Generator[Any, None, None]:
         """``await event``: wait for it without blocking the event loop."""
         return _wait.until_done(self).__await__()
-
-    def _block(self) -> None:
-        _handles.event_synchronize(self._prepare())
 
     def _launch_after(self, launch: _wait.Launch) -> _wait.Waiter:
         waiter = _wait.borrow_waiter(self._device)
@@ -668,6 +662,9 @@ def _current_var(device_id: int) -> _current.Variable:
     """The current-stream variable of *device_id*, made on first use."""
     var = _vars.get(device_id)
     if var is None:
+        count = _device.device_count()  # once per device: the count is kept
+        if device_id >= count:
+            raise ValueError(f"device_id={device_id}, but this process sees {count} device(s)")
         var = _current.make_variable(device_id, ExternalStream(_current.DEFAULT_HANDLE, device_id))
     return var
 
@@ -678,7 +675,8 @@ def get_current_stream(device_id: int | None = None) -> ExternalStream:
 
     Where nothing was made current: the legacy default stream (handle 0), or the
     per-thread default stream (handle 2) with ``EXTSTREAM_PER_THREAD_DEFAULT_STREAM=1``.
-    Costs no CUDA call when the device is given or only one device exists.
+    Costs no CUDA call when the device is given or only one device exists (after
+    the first call per device, which checks that the device exists).
     """
     global _only_device_var
     if device_id is None:

@@ -1,17 +1,19 @@
 """Waiting for the GPU without freezing Python: one blocking wait and one ``await``,
-for streams and events alike.
+for streams and events alike, in every thread.
 
-- Outside the main thread and without a timeout, the blocking wait is CUDA's
-  own (``cuStreamSynchronize``/``cuEventSynchronize``, GIL released).
-- Otherwise it asks for up to 1 ms (short work ends sooner than a wake-up
-  takes), then enqueues libc's ``sem_post`` as a host function (no GIL, no
-  Python on CUDA's thread) and waits for that semaphore in slices of 50 ms with
-  the GIL released; between slices Python runs its signal handlers, so Ctrl-C
-  raises ``KeyboardInterrupt`` within a slice (sooner: a signal interrupts the
-  wait at once), and the target is asked again, so a CUDA error that keeps the
-  host function from ever running is raised.
-- ``await`` enqueues a notification that resolves a future on the event loop:
-  no thread per waiter, the loop never blocks. asyncio is imported only then.
+- A wait asks for up to 1 ms (short work ends sooner than a wake-up takes),
+  then enqueues libc's ``sem_post`` as a host function (no GIL, no Python on
+  CUDA's thread) and waits for that semaphore in slices of 50 ms with the GIL
+  released. Between slices Python runs its signal handlers, so Ctrl-C raises
+  ``KeyboardInterrupt`` within a slice (sooner: a signal interrupts the wait at
+  once), and the target is asked again.
+- No wait depends on its host function alone: after a kernel fault CUDA runs no
+  host function in the context any more, but every query returns the fault, so
+  the next slice raises it (within 50 ms). A target found done before its post
+  arrived is not waited for either: the post may never come.
+- ``await`` enqueues a notification that resolves a future on the event loop
+  (no thread per waiter, the loop never blocks) and asks the target every
+  50 ms too. asyncio is imported only then.
 
 A host function needs a stream: a stream waits on itself; an event borrows a
 *waiter*, a stream of its device that only waits for events (each wait its
@@ -52,9 +54,6 @@ class Waitable(Protocol):
     def done(self) -> bool:
         """Whether the work waited for has finished (``CudaError`` on a CUDA error)."""
 
-    def _block(self) -> None:
-        """CUDA's own blocking wait, GIL released."""
-
     def _launch_after(self, launch: Launch) -> Waiter | None:
         """Call *launch* on a stream whose next work runs after the work waited for;
         return the waiter borrowed for that, if any."""
@@ -85,13 +84,11 @@ def block(target: Waitable, timeout: float | None, what: str) -> None:
         _callbacks.raise_if_holding_stream(what)
     if timeout is not None:
         check_timeout(timeout)
-    elif threading.get_ident() != MAIN_THREAD:
-        target._block()
-        return
     if target.done or _spin_until(target, timeout):
         return
     semaphore = _local.address or _new_thread_semaphore()
     deadline = None if timeout is None else time.monotonic() + timeout
+    posted = False
     try:
         waiter = target._launch_after(
             lambda ptr, direct: enqueue_host_function(
@@ -103,14 +100,15 @@ def block(target: Waitable, timeout: float | None, what: str) -> None:
             if left <= 0:
                 raise TimeoutError(f"{target!r} did not finish within {timeout} s")
             if _native.take_within(semaphore, left):
+                posted = True
                 _settle(target)
                 break
             if target.done:
-                _native.take(semaphore)  # done, so the post has run or is about to
+                posted = _native.try_take(semaphore)
                 break
-    except BaseException:
-        _local.address = 0  # a post may still come: never reuse this semaphore
-        raise
+    finally:
+        if not posted:
+            _local.address = 0  # its post may still come: never reuse this semaphore
     give_back(waiter)
 
 
@@ -125,7 +123,10 @@ async def until_done(target: Waitable) -> None:
     waiter = target._launch_after(
         lambda ptr, direct: _callbacks.launch(ptr, direct, _resolve, ((loop, future),), False)
     )
-    await future
+    while not future.done():
+        await asyncio.wait((future,), timeout=_SLICE)
+        if target.done:  # also raises the CudaError that keeps the notification from coming
+            break
     end = time.perf_counter() + _SETTLE
     while not target.done and time.perf_counter() < end:  # as _settle, without blocking
         await asyncio.sleep(0)
