@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import extstream
-from extstream import sim
+from extstream import sim, testing
 
 
 def torch_or_skip() -> ModuleType:
@@ -24,39 +24,19 @@ def torch_or_skip() -> ModuleType:
 
 def sleep_on(stream: extstream.ExternalStream, seconds: float) -> None:
     """Queue work on *stream* that keeps it busy for about *seconds*."""
-    if sim.active():
-        sim.busy(stream, seconds)
-        return
-    torch = pytest.importorskip("torch")
-    with torch.cuda.device(stream.device_id):
-        torch_stream = torch.cuda.ExternalStream(stream.ptr, device=stream.device_id)
-        with torch.cuda.stream(torch_stream):
-            torch.cuda._sleep(int(seconds * 2.0e9))
+    if not sim.active():
+        pytest.importorskip("torch")
+    testing.busy(stream, seconds)
 
 
 SLEEP_CODE = "from tests.gpu_helpers import sleep_on\n"
 
 
 def fault_maker() -> Callable[[extstream.ExternalStream], None]:
-    """A function that queues a kernel fault (an illegal address) on a stream.
-
-    On a GPU: a CuPy kernel writing through NULL, compiled here, before any work
-    is queued (else the compile time would hide the wait). After the fault the
-    process's CUDA context is lost: run it in a child process.
-    """
-    if sim.active():
-        return lambda stream: sim.inject_error(stream, "cudaErrorIllegalAddress")
-    cupy = pytest.importorskip("cupy")
-    kernel = cupy.RawKernel(
-        r'extern "C" __global__ void write_null(int* p) { *p = 1; }', "write_null"
-    )
-    kernel.compile()
-
-    def fault(stream: extstream.ExternalStream) -> None:
-        with cupy.cuda.Device(stream.device_id), cupy.cuda.ExternalStream(stream.ptr):
-            kernel((1,), (1,), (cupy.uint64(0),))
-
-    return fault
+    """``extstream.testing.prepare_fault()``; skipped on a GPU without CuPy."""
+    if not sim.active():
+        pytest.importorskip("cupy")
+    return testing.prepare_fault()
 
 
 FAULT_CODE = "from tests.gpu_helpers import fault_maker, sleep_on\n"

@@ -180,6 +180,7 @@ class _Capture(enum.IntEnum):
     INVALIDATED = 2
 
 
+_HISTORY: Final = 100_000  # what ran on a stream, kept as far back as this
 _E = cudaError_t
 SUCCESS: Final[Any] = _E.cudaSuccess
 NOT_READY: Final[Any] = _E.cudaErrorNotReady
@@ -277,7 +278,7 @@ class _Stream:
         self.condition = threading.Condition()
         self.tail: _Op | None = None
         self.worker: threading.Thread | None = None
-        self.history: list[tuple[Any, ...]] = []
+        self.history: deque[tuple[Any, ...]] = deque(maxlen=_HISTORY)
         self.pending_error = 0
         self.capture: _Graph | None = None
         self.destroyed = False
@@ -688,6 +689,11 @@ _host_function_thread = _HostFunctionThread()
 
 
 def _run_host_function(function: int, user_data: int) -> None:
+    if function == _native.SEM_POST_ADDRESS:
+        # As on a GPU, libc's sem_post returns at once: called with the GIL held,
+        # the stream's worker need not wait to take the GIL back after it.
+        _native.post(user_data)
+        return
     _host_function_thread.running = True
     try:
         _native.call_host_function(function, user_data)

@@ -72,8 +72,9 @@ def inject_error(stream: object, name: str) -> None:
 
 
 def history(stream: object) -> list[tuple[Any, ...]]:
-    """What ran on *stream*, in order: ``("busy", s)``, ``("record", event)``,
-    ``("wait", event)``, ``("host function", address, data)``, ``("error", name)``."""
+    """What ran on *stream*, in order (the last 100,000 items): ``("busy", s)``,
+    ``("record", event)``, ``("wait", event)``, ``("host function", address, data)``,
+    ``("error", name)``."""
     ran = _sim().history(_ptr(stream))
     if ran is None:
         raise CudaError(400, "extstream.sim.history")

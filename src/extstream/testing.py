@@ -7,17 +7,22 @@ plugin must be able to read the environment before it picks the backend
 
 from __future__ import annotations
 
+import importlib
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from . import _config
 
 __all__ = [
     "backend_chosen",
+    "busy",
     "captured_callbacks",
     "devices",
     "gpu_required_by_environment",
     "header_lines",
     "pending_callbacks",
+    "prepare_fault",
 ]
 
 
@@ -69,3 +74,59 @@ def captured_callbacks() -> int:
     from . import _callbacks
 
     return _callbacks.captured_count()
+
+
+def busy(stream: object, seconds: float) -> None:
+    """Queue work that keeps *stream* busy for about *seconds* (no data touched).
+
+    On the simulator its busy work; on a GPU torch's sleep kernel (about 1.98e9
+    cycles a second at full clock), so torch must be installed.
+    """
+    from ._stream import as_stream
+    from .sim import active
+    from .sim import busy as sim_busy
+
+    target = as_stream(stream)
+    if active():
+        sim_busy(target, seconds)
+        return
+    torch = _needs("torch", "busy()")
+    with torch.cuda.device(target.device_id):
+        torch_stream = torch.cuda.ExternalStream(target.ptr, device=target.device_id)
+        with torch.cuda.stream(torch_stream):
+            torch.cuda._sleep(int(seconds * 1.98e9))
+
+
+def prepare_fault() -> Callable[[object], None]:
+    """A function that queues a kernel fault (an illegal address) on a stream.
+
+    On a GPU a CuPy kernel writing through NULL, compiled now, so that queuing it
+    later takes no compile time. The fault loses the process's CUDA context for
+    good: use it in a child process. On the simulator a sticky injected error.
+    """
+    from ._stream import as_stream
+    from .sim import active, inject_error
+
+    if active():
+        return lambda stream: inject_error(stream, "cudaErrorIllegalAddress")
+    cupy = _needs("cupy", "prepare_fault()")
+    kernel = cupy.RawKernel(
+        r'extern "C" __global__ void write_null(int* p) { *p = 1; }', "write_null"
+    )
+    kernel.compile()
+
+    def fault(stream: object) -> None:
+        target = as_stream(stream)
+        with cupy.cuda.Device(target.device_id):
+            cupy_stream = cupy.cuda.Stream.from_external(target)
+            with cupy_stream:
+                kernel((1,), (1,), (cupy.uint64(0),))
+
+    return fault
+
+
+def _needs(module: str, what: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise RuntimeError(f"extstream.testing.{what} needs {module} on a GPU") from None
