@@ -49,3 +49,11 @@ def test_self_check_without_a_gpu_runs_on_the_simulator() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no CUDA GPU here" in result.stdout
     assert "(sim backend)" in result.stdout and "all checks passed" in result.stdout
+
+
+def test_self_check_on_a_simulator_that_sees_no_device_fails_at_once() -> None:
+    result = run_interpreter(
+        "-m", "extstream", env={"EXTSTREAM_BACKEND": "sim", "CUDA_VISIBLE_DEVICES": ""}, timeout=60
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stdout.count("no CUDA GPU here") == 1  # no second try, no recursion

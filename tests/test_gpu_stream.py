@@ -90,6 +90,24 @@ def test_is_capturing_during_graph_capture() -> None:
     assert stream.is_capturing is False
 
 
+def test_wrapping_a_capturing_stream_without_its_device_keeps_the_capture_valid() -> None:
+    # The device comes from the stream's context, which a capture allows; CUDA's
+    # cudaStreamGetDevice would invalidate the capture.
+    event = Event()
+    seen = []
+    with capture() as (stream, graphs):
+        wrapped = ExternalStream(stream.ptr)  # device_id=-1: asked on first need
+        with wrapped:
+            seen.append(extstream.get_current_stream() is wrapped)
+        wrapped.record(event)
+        seen += [wrapped == stream, hash(wrapped) == hash(stream), "device 0" in repr(wrapped)]
+        seen.append(wrapped.is_capturing)
+    assert seen == [True] * 5
+    assert graphs  # the capture ended without error: it was still valid
+    assert wrapped.device_id == 0
+    event.close()
+
+
 def test_record_and_wait_event_order_two_streams(stream: Stream) -> None:
     torch = torch_or_skip()
     consumer = Stream()

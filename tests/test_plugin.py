@@ -26,8 +26,12 @@ def test_event_factory(cuda_stream, cuda_event):
     end.record(cuda_stream)
     assert start.elapsed_time(end) >= 0
 
-def test_debug_checks_are_on():
+@pytest.mark.gpu
+def test_debug_checks_are_on_in_gpu_tests():
     assert extstream.debug_checks_enabled()
+
+def test_and_off_elsewhere():
+    assert not extstream.debug_checks_enabled()
 """
 
 
@@ -56,7 +60,7 @@ def child(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Child:
 
 def test_simulator_option_runs_gpu_tests_with_fixtures(child: Child) -> None:
     result = child(GPU_TESTS, "--extstream-sim")
-    result.assert_outcomes(passed=3)
+    result.assert_outcomes(passed=4)
     result.stdout.fnmatch_lines(["extstream *: backend sim*", "extstream: 1 device(s)*"])
 
 
@@ -65,12 +69,12 @@ def test_gpu_tests_skip_without_gpu_and_fail_when_required(
 ) -> None:
     monkeypatch.setenv("EXTSTREAM_BACKEND", "cuda")
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    child(GPU_TESTS).assert_outcomes(passed=1, skipped=2)
-    child(GPU_TESTS, "--require-gpu").assert_outcomes(passed=1, errors=2)
+    child(GPU_TESTS).assert_outcomes(passed=1, skipped=3)
+    child(GPU_TESTS, "--require-gpu").assert_outcomes(passed=1, errors=3)
     monkeypatch.setenv("EXTSTREAM_REQUIRE_GPU", "off")
-    child(GPU_TESTS).assert_outcomes(passed=1, skipped=2)
+    child(GPU_TESTS).assert_outcomes(passed=1, skipped=3)
     monkeypatch.setenv("EXTSTREAM_REQUIRE_GPU", "1")
-    child(GPU_TESTS).assert_outcomes(passed=1, errors=2)
+    child(GPU_TESTS).assert_outcomes(passed=1, errors=3)
 
 
 def test_a_bad_require_gpu_value_is_a_usage_error_naming_it(
@@ -118,4 +122,88 @@ def test_two():
 def test_works_with_xdist(child: Child) -> None:
     pytest.importorskip("xdist")
     result = child(GPU_TESTS, "--extstream-sim", "-n", "2")
-    result.assert_outcomes(passed=3)
+    result.assert_outcomes(passed=4)
+
+
+def test_each_xdist_worker_gets_its_own_gpu(
+    child: Child, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("xdist")
+    monkeypatch.setenv("EXTSTREAM_SIM_DEVICES", "2")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    source = """
+import os
+import pytest
+from extstream import testing
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("i", range(8))
+def test_device(i, worker_id):
+    lines = testing.header_lines()
+    with open(f"seen-{worker_id}-{i}", "w") as out:
+        out.write(os.environ["CUDA_VISIBLE_DEVICES"] + " " + lines[1])
+"""
+    result = child(
+        source, "--extstream-sim", "-n", "2", "--dist", "each", "--extstream-gpu-per-worker"
+    )
+    result.assert_outcomes(passed=16)  # every test on each worker
+    seen: dict[str, set[str]] = {}
+    for path in pytester.path.glob("seen-*"):
+        seen.setdefault(path.name.split("-")[1], set()).add(path.read_text())
+    # Each worker sees one device, its own: device 0 there is a different GPU.
+    assert (
+        seen
+        == {
+            "gw0": {"0 extstream: 1 device(s): extstream simulator device 0; driver 13.0"},
+            "gw1": {"1 extstream: 1 device(s): extstream simulator device 1; driver 13.0"},
+        }
+        or len(seen) == 1
+    )  # xdist may give one worker every test
+
+
+def test_an_outer_cuda_visible_devices_is_honoured(
+    child: Child, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("xdist")
+    monkeypatch.setenv("EXTSTREAM_SIM_DEVICES", "3")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "2,1")
+    source = """
+import os
+import pytest
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("i", range(6))
+def test_device(i, worker_id):
+    with open(f"seen-{worker_id}-{i}", "w") as out:
+        out.write(os.environ["CUDA_VISIBLE_DEVICES"])
+"""
+    result = child(
+        source, "--extstream-sim", "-n", "2", "--dist", "each", "--extstream-gpu-per-worker"
+    )
+    result.assert_outcomes(passed=12)
+    seen = {path.name.split("-")[1]: path.read_text() for path in pytester.path.glob("seen-*")}
+    assert seen == {"gw0": "2", "gw1": "1"}  # worker k: the k-th device the outer list allows
+
+
+def test_a_session_that_does_not_use_it_is_left_alone(child: Child) -> None:
+    # A downstream library's CPU unit tests: no cuda.bindings, no CUDA call, no
+    # header, no debug checks (a fake handle with a given device costs no CUDA call).
+    unrelated = """
+import sys
+
+def test_plain():
+    assert 1 + 1 == 2
+
+def test_nothing_of_cuda_was_imported():
+    assert not [name for name in sys.modules if name.startswith("cuda")]
+"""
+    result = child(unrelated)
+    result.assert_outcomes(passed=2)
+    assert not [line for line in result.outlines if line.startswith("extstream")]  # no header
+    fake_handle = """
+import extstream
+
+def test_a_fake_handle_with_its_device():
+    assert extstream.ExternalStream(0x1000, 0).ptr == 0x1000
+"""
+    child(fake_handle).assert_outcomes(passed=1)

@@ -155,6 +155,7 @@ def _run_checks(checks: list[tuple[str, Callable[[], str]]]) -> list[dict[str, A
 def _on_the_simulator(argv: list[str], reason: str) -> int:
     """Run the same self-check again, in a child process on the simulator."""
     env = {**os.environ, "EXTSTREAM_BACKEND": "sim", _NO_GPU_REASON: reason}
+    env.pop("CUDA_VISIBLE_DEVICES", None)  # it hid the GPUs, not the simulated devices
     return subprocess.run(
         [sys.executable, "-m", "extstream", *argv], env=env, check=False
     ).returncode
@@ -193,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     except CudaError as exc:
         if not args.json:
             print(f"extstream {__version__}: no CUDA GPU here ({exc})")
+        if BACKEND == "sim":  # the simulator sees no device either: nothing to fall back to
+            return 1
+        if not args.json:
             print("Running the same checks on extstream's CPU simulator instead:\n")
         return _on_the_simulator(sys.argv[1:] if argv is None else argv, str(exc))
     report["driver"], report["runtime"] = _device.versions()

@@ -58,6 +58,9 @@ _EXIT_TIMEOUT: Final = _config.exit_timeout()
 # and remove its own entry by identity.
 Entry = list[Any]
 
+# The tables are dicts and deques used one operation at a time (atomic with the
+# GIL, and thread-safe per object in free-threaded builds), and keys come from
+# one counter, so they need no lock of their own.
 _held: dict[int, Entry] = {}
 _captured: dict[int, tuple[Entry, int]] = {}  # key -> (entry, release semaphore)
 _next_key = itertools.count(1).__next__

@@ -71,7 +71,11 @@ __all__ = [
     "USER_OBJECT_NO_DESTRUCTOR_SYNC",
     "CUevent",
     "CUstream",
+    "cuCtxGetDevice",
+    "cuCtxPopCurrent",
+    "cuCtxPushCurrent",
     "cuEventRecord",
+    "cuStreamGetCtx",
     "cuStreamWaitEvent",
     "cudaDriverGetVersion",
     "cudaEventCreateWithFlags",
@@ -190,6 +194,11 @@ CUevent = _driver.CUevent
 CU_SUCCESS: Final[Any] = _driver.CUresult.CUDA_SUCCESS
 cuEventRecord = _driver.cuEventRecord
 cuStreamWaitEvent = _driver.cuStreamWaitEvent
+# A stream's device from its context: allowed during capture, on any 12.x driver.
+cuStreamGetCtx = _driver.cuStreamGetCtx
+cuCtxPushCurrent = _driver.cuCtxPushCurrent
+cuCtxPopCurrent = _driver.cuCtxPopCurrent
+cuCtxGetDevice = _driver.cuCtxGetDevice
 
 _P: Final = ctypes.c_void_p
 _ENTRY_POINTS: Final[dict[str, tuple[str, tuple[Any, ...]]]] = {

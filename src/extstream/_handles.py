@@ -89,7 +89,22 @@ def wait_event(ptr: int, direct: bool, event_ptr: int) -> None:
 
 
 def stream_device(ptr: int, direct: bool) -> int:
-    """The stream's device (runtime only; refused while the stream is captured)."""
+    """The stream's device, from its context.
+
+    ``cuStreamGetCtx`` and ``cuCtxGetDevice`` under that context work during a
+    capture and on every 12.x driver (as cuda.core and CCCL ask);
+    ``cudaStreamGetDevice`` (CUDA 12.8+) invalidates a capture, so it is only the
+    fallback, where the driver cannot answer.
+    """
+    if direct and _cuda.load_driver_entry_points():  # the driver is initialised
+        err, context = _cuda.cuStreamGetCtx(_cuda.CUstream(ptr))
+        if err is _cuda.CU_SUCCESS and _cuda.cuCtxPushCurrent(context)[0] is _cuda.CU_SUCCESS:
+            try:
+                err, device = _cuda.cuCtxGetDevice()
+            finally:
+                _cuda.cuCtxPopCurrent()
+            if err is _cuda.CU_SUCCESS:
+                return int(device)
     return int(call(_cuda.cudaStreamGetDevice, _cuda.stream_t(ptr)))
 
 

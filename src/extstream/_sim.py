@@ -4,7 +4,8 @@ It provides every name of ``_cuda`` with the same call and return conventions,
 so the rest of extstream runs unchanged, and models what extstream relies on,
 asynchronously (work runs later, on one worker thread per stream):
 
-- ``EXTSTREAM_SIM_DEVICES`` devices (default 1) and a current device per thread;
+- ``EXTSTREAM_SIM_DEVICES`` devices (default 1), of which the process sees those
+  ``CUDA_VISIBLE_DEVICES`` lists, as on a GPU, and a current device per thread;
 - streams with flags and priority, each a FIFO; the legacy default stream
   (handles 0 and 1) waits for all earlier work of the device's blocking streams
   and they wait for it; the per-thread default stream (2) is a blocking stream
@@ -30,6 +31,7 @@ import ctypes
 import enum
 import functools
 import itertools
+import os
 import threading
 import time
 from collections import deque
@@ -76,7 +78,11 @@ __all__ = [
     "CUstream",
     "begin_capture",
     "busy",
+    "cuCtxGetDevice",
+    "cuCtxPopCurrent",
+    "cuCtxPushCurrent",
     "cuEventRecord",
+    "cuStreamGetCtx",
     "cuStreamWaitEvent",
     "cudaDriverGetVersion",
     "cudaError_t",
@@ -196,7 +202,26 @@ EVENT_INTERPROCESS: Final = 4
 USER_OBJECT_NO_DESTRUCTOR_SYNC: Final = 1
 GRAPH_USER_OBJECT_MOVE: Final = 1
 PRIORITY_RANGE: Final = (-5, 0)  # (greatest, least), as on an H100
-DEVICE_COUNT: Final = _config.sim_device_count()
+DEVICE_COUNT: Final = _config.sim_device_count()  # the simulated machine's devices
+
+
+def _visible_devices() -> list[int]:
+    """The devices this process sees, as CUDA reads ``CUDA_VISIBLE_DEVICES``: the
+    listed indices in order, up to the first that does not exist (unset: all)."""
+    setting = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if setting is None:
+        return list(range(DEVICE_COUNT))
+    visible: list[int] = []
+    for item in setting.split(","):
+        text = item.strip()
+        if not text.isdigit() or int(text) >= DEVICE_COUNT or int(text) in visible:
+            break
+        visible.append(int(text))
+    return visible
+
+
+#: The physical (simulated machine's) index of each device this process sees.
+_PHYSICAL: Final = _visible_devices()
 #: No cuda.bindings modules to time raw calls of.
 runtime_module: Final[Any] = None
 driver_module: Final[Any] = None
@@ -369,7 +394,7 @@ class _Graph:
 # These tables and the handle counter need no lock: next() and dict operations
 # are atomic, and a lock here could be wanted by a finalizer (a destroy) that a
 # collection runs while the lock is held.
-_devices = [_Device(i) for i in range(DEVICE_COUNT)]
+_devices = [_Device(i) for i in range(len(_PHYSICAL))]
 _streams: dict[int, _Stream] = {}
 _events: dict[int, _Event] = {}
 _handles = itertools.count(0x7E00_0000_0000, 0x100)
@@ -531,7 +556,9 @@ def cuStreamWaitEvent(stream: int, event: int, flags: int) -> tuple[Any]:
 
 
 def cudaGetDeviceCount() -> tuple[Any, int]:
-    return SUCCESS, DEVICE_COUNT
+    if not _PHYSICAL:
+        return _E.cudaErrorNoDevice, 0
+    return SUCCESS, len(_PHYSICAL)
 
 
 def cudaGetDevice() -> tuple[Any, int]:
@@ -539,21 +566,21 @@ def cudaGetDevice() -> tuple[Any, int]:
 
 
 def cudaSetDevice(device: int) -> tuple[Any]:
-    if not 0 <= device < DEVICE_COUNT:
+    if not 0 <= device < len(_PHYSICAL):
         return (_E.cudaErrorInvalidDevice,)
     _current.device = device
     return (SUCCESS,)
 
 
 class _Properties:
-    def __init__(self, device: int) -> None:
-        self.name = f"extstream simulator device {device}".encode()
+    def __init__(self, physical: int) -> None:
+        self.name = f"extstream simulator device {physical}".encode()
 
 
 def cudaGetDeviceProperties(device: int) -> tuple[Any, ...]:
-    if not 0 <= device < DEVICE_COUNT:
+    if not 0 <= device < len(_PHYSICAL):
         return (_E.cudaErrorInvalidDevice, None)
-    return SUCCESS, _Properties(device)
+    return SUCCESS, _Properties(_PHYSICAL[device])
 
 
 def cudaDriverGetVersion() -> tuple[Any, int]:
@@ -599,7 +626,43 @@ def _stream_attribute(handle: int, read: Callable[[_Stream], Any]) -> tuple[Any,
 
 
 def cudaStreamGetDevice(handle: int) -> tuple[Any, ...]:
+    stream = _stream(handle)
+    if stream is not None and stream.capture is not None:
+        stream.capture.status = _Capture.INVALIDATED  # as CUDA 12.8+ does (900, then 901)
+        return (_E.cudaErrorStreamCaptureUnsupported, None)
     return _stream_attribute(handle, lambda s: s.device)
+
+
+class _ThreadContexts(threading.local):
+    def __init__(self) -> None:
+        self.stack: list[int] = []  # devices of the contexts pushed, innermost last
+
+
+_contexts = _ThreadContexts()
+
+
+def cuStreamGetCtx(handle: int) -> tuple[Any, ...]:
+    """A stream's context: here, its device's number (a capture allows the call)."""
+    stream = _stream(handle)
+    if stream is None:
+        return (_E.cudaErrorInvalidResourceHandle, None)
+    return CU_SUCCESS, stream.device
+
+
+def cuCtxPushCurrent(context: int) -> tuple[Any]:
+    _contexts.stack.append(context)
+    return (CU_SUCCESS,)
+
+
+def cuCtxPopCurrent() -> tuple[Any, ...]:
+    if not _contexts.stack:
+        return (_E.cudaErrorInvalidValue, None)
+    return CU_SUCCESS, _contexts.stack.pop()
+
+
+def cuCtxGetDevice() -> tuple[Any, ...]:
+    stack = _contexts.stack
+    return CU_SUCCESS, stack[-1] if stack else _current.device
 
 
 def cudaStreamGetPriority(handle: int) -> tuple[Any, ...]:

@@ -52,6 +52,10 @@ class ExternalStream:
 
     __slots__ = ("__weakref__", "_attributes", "_device", "_handle", "_owner", "_ptr", "_var")
 
+    # The lazy fields (_device, _handle, _var, _attributes) need no lock, also
+    # without a GIL: threads that race compute the same value and the last write
+    # wins (_handle: a CUstream of the same handle; _var: one per device, made by
+    # an atomic setdefault).
     _ptr: int
     _device: int  # -1 until asked
     _handle: Any  # a CUstream once checked and usable directly; None before, or when closed

@@ -23,12 +23,18 @@ __all__ = [
     "header_lines",
     "pending_callbacks",
     "prepare_fault",
+    "simulated_device_count",
 ]
 
 
 def gpu_required_by_environment() -> bool:
     """``EXTSTREAM_REQUIRE_GPU``: True, False, or ``ValueError`` naming a bad value."""
     return _config.gpu_required()
+
+
+def simulated_device_count() -> int:
+    """``EXTSTREAM_SIM_DEVICES``: the devices of the machine the simulator models."""
+    return _config.sim_device_count()
 
 
 def backend_chosen() -> bool:

@@ -5,22 +5,28 @@
   ``--require-gpu`` or ``EXTSTREAM_REQUIRE_GPU=1`` turns those skips into failures.
 - ``--extstream-sim`` runs the session on extstream's CPU simulator; the ini
   option ``extstream_sim_without_gpu = true`` does so only where no GPU is found.
+- ``--extstream-gpu-per-worker`` (or the ini option ``extstream_gpu_per_worker``):
+  under pytest-xdist, worker *k* sees only GPU ``k mod n`` of the *n* that the
+  outer ``CUDA_VISIBLE_DEVICES`` allows (or of all), set before CUDA starts there.
 - Fixtures: ``cuda_stream`` (a fresh stream per test), ``cuda_event`` (an event
   factory), and a guard on every ``gpu`` test that fails it if it leaves a
   different current stream or host callbacks pending.
-- Debug checks (``EXTSTREAM_CHECK``) are on unless that variable says otherwise.
-- The header shows the backend, devices, driver and cuda-python versions.
+- Debug checks (``EXTSTREAM_CHECK``) are on inside ``gpu`` tests, unless that
+  variable says otherwise.
+- After collection, the report shows the backend, devices, driver and
+  cuda-bindings versions, when a collected test uses extstream.
 
-The backend must be chosen before extstream first uses it: this module talks
-to extstream through ``extstream.testing``, whose import chooses none, and
-through the public API after that.
+It stays out of sessions that do not use it: no ``cuda.bindings`` import and no
+CUDA call unless a collected test carries a ``gpu``/``multi_gpu`` marker or uses
+an extstream fixture, or an extstream option asks for it. The backend must be
+chosen before extstream first uses it: this module talks to extstream through
+``extstream.testing``, whose import chooses none, and through the public API.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
-import sys
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -31,6 +37,8 @@ import extstream
 from extstream import testing
 
 _REQUIRE_ENV = "EXTSTREAM_REQUIRE_GPU"
+_DEVICES_ENV = "EXTSTREAM_XDIST_DEVICES"  # the controller's device list, for its workers
+_FIXTURES = frozenset({"cuda_stream", "cuda_event"})
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -45,11 +53,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help=f"fail gpu-marked tests instead of skipping them without a GPU ({_REQUIRE_ENV}=1)",
     )
+    group.addoption(
+        "--extstream-gpu-per-worker",
+        action="store_true",
+        help="under pytest-xdist, give each worker one GPU (worker k: GPU k mod n)",
+    )
     parser.addini(
         "extstream_sim_without_gpu",
         type="bool",
         default=False,
         help="where no GPU is found, run gpu-marked tests on the simulator instead of skipping",
+    )
+    parser.addini(
+        "extstream_gpu_per_worker",
+        type="bool",
+        default=False,
+        help="under pytest-xdist, give each worker one GPU (--extstream-gpu-per-worker)",
     )
 
 
@@ -64,33 +83,54 @@ def _gpu_required(config: pytest.Config) -> bool:
     return bool(config.getoption("--require-gpu", default=False)) or _env_requires_gpu()
 
 
-def _driver_sees_a_gpu() -> bool:
-    """Ask the driver directly: extstream must not be imported before the backend is chosen."""
-    if not sys.platform.startswith("linux"):
-        return False
+def _driver_device_count() -> int:
+    """Ask the driver directly (0 without one): extstream must not choose its backend yet."""
     try:
         driver = ctypes.CDLL("libcuda.so.1")
     except OSError:
-        return False
+        return 0
     count = ctypes.c_int(0)
-    return (
-        driver.cuInit(0) == 0
-        and driver.cuDeviceGetCount(ctypes.byref(count)) == 0
-        and count.value > 0
+    if driver.cuInit(0) != 0 or driver.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        return 0
+    return count.value
+
+
+def _simulating(args: list[str], config: pytest.Config) -> bool:
+    if os.environ.get("EXTSTREAM_BACKEND"):
+        return os.environ["EXTSTREAM_BACKEND"].strip().lower() == "sim"
+    return "--extstream-sim" in args or bool(
+        config.getini("extstream_sim_without_gpu")
+        and "--require-gpu" not in args
+        and not _env_requires_gpu()
+        and not _driver_device_count()
     )
+
+
+def _gpu_per_worker(args: list[str], config: pytest.Config) -> bool:
+    return "--extstream-gpu-per-worker" in args or bool(config.getini("extstream_gpu_per_worker"))
+
+
+def _visible_devices(simulated: bool) -> list[str]:
+    """The devices the outer ``CUDA_VISIBLE_DEVICES`` allows, or all (asked in the
+    xdist controller, which runs no tests, so that workers start CUDA afresh)."""
+    outer = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if outer is not None:
+        return [item.strip() for item in outer.split(",") if item.strip()]
+    count = testing.simulated_device_count() if simulated else _driver_device_count()
+    return [str(index) for index in range(count)]
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config: pytest.Config, args: list[str]) -> None:
-    if os.environ.get("EXTSTREAM_BACKEND"):
-        return  # chosen by the caller
-    simulate = "--extstream-sim" in args or (
-        early_config.getini("extstream_sim_without_gpu")
-        and "--require-gpu" not in args
-        and not _env_requires_gpu()
-        and not _driver_sees_a_gpu()
-    )
-    if not simulate:
+    simulated = _simulating(args, early_config)
+    if _gpu_per_worker(args, early_config):
+        worker = os.environ.get("PYTEST_XDIST_WORKER")  # "gw3" in worker 3
+        if worker is None:
+            os.environ[_DEVICES_ENV] = ",".join(_visible_devices(simulated))
+        elif os.environ.get(_DEVICES_ENV):
+            devices = os.environ[_DEVICES_ENV].split(",")
+            os.environ["CUDA_VISIBLE_DEVICES"] = devices[int(worker[2:]) % len(devices)]
+    if not simulated or os.environ.get("EXTSTREAM_BACKEND"):
         return
     if testing.backend_chosen():
         raise pytest.UsageError(
@@ -106,12 +146,18 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     config.addinivalue_line("markers", "multi_gpu(n): needs at least n CUDA devices")
     _env_requires_gpu()  # a bad value is a usage error now, not a surprise at the first skip
-    if "EXTSTREAM_CHECK" not in os.environ:
-        extstream.set_debug_checks(True)
 
 
-def pytest_report_header(config: pytest.Config) -> list[str]:
-    return testing.header_lines()
+def _uses_extstream(item: pytest.Item) -> bool:
+    if item.get_closest_marker("gpu") or item.get_closest_marker("multi_gpu"):
+        return True
+    return bool(_FIXTURES.intersection(getattr(item, "fixturenames", ())))
+
+
+def pytest_report_collectionfinish(
+    config: pytest.Config, start_path: Any, items: list[pytest.Item]
+) -> list[str]:
+    return testing.header_lines() if any(map(_uses_extstream, items)) else []
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -162,14 +208,19 @@ def cuda_event() -> Iterator[Callable[..., Any]]:
 
 @pytest.fixture(autouse=True)
 def _extstream_guard(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Fail a gpu test that leaves another current stream or host callbacks pending."""
+    """In a gpu test: debug checks on; fail it if it leaves another current stream or
+    host callbacks pending."""
     if request.node.get_closest_marker("gpu") is None:
         yield
         return
+    checks = extstream.debug_checks_enabled()
+    if "EXTSTREAM_CHECK" not in os.environ:
+        extstream.set_debug_checks(True)
     count, reason = testing.devices()
     before = [extstream.get_current_stream(d) for d in range(count)] if reason is None else []
     pending = testing.pending_callbacks()
     yield
+    extstream.set_debug_checks(checks)
     problems = []
     for device, stream in enumerate(before):
         now = extstream.get_current_stream(device)
