@@ -160,6 +160,13 @@ def test_protocol_handles_must_be_ints(handle: object) -> None:
         ExternalStream(_ProtocolStream((0, handle)), 0)
 
 
+def test_any_version_0_sequence_is_taken_from_the_protocol() -> None:
+    assert ExternalStream(_ProtocolStream([0, H]), 0).ptr == H  # as cuda.core takes
+    for other in ([1, H], (False, H), "0x", (0.0, H), [0, H, 1]):
+        with pytest.raises(TypeError, match="expected \\(0, handle\\)"):
+            ExternalStream(_ProtocolStream(other), 0)
+
+
 def test_protocol_handles_may_be_index_types_and_ctypes_pointers() -> None:
     assert ExternalStream(_ProtocolStream((0, np.uint64(H))), 0).ptr == H
     assert ExternalStream(_ProtocolStream((0, ctypes.c_void_p(H))), 0).ptr == H

@@ -21,6 +21,7 @@ from ._version import __version__
 
 if TYPE_CHECKING:
     from ._errors import CudaError
+    from ._interop import activate, current_stream_of, dlpack_exchange, resolve_stream
     from ._stream import Event, ExternalStream, Stream, as_stream, get_current_stream
     from ._timing import Timed, timed
 
@@ -31,9 +32,13 @@ __all__ = [
     "Stream",
     "Timed",
     "__version__",
+    "activate",
     "as_stream",
+    "current_stream_of",
     "debug_checks_enabled",
+    "dlpack_exchange",
     "get_current_stream",
+    "resolve_stream",
     "set_debug_checks",
     "timed",
 ]
@@ -47,6 +52,10 @@ _LAZY: Final = {
     "get_current_stream": "._stream",
     "Timed": "._timing",
     "timed": "._timing",
+    "activate": "._interop",
+    "current_stream_of": "._interop",
+    "dlpack_exchange": "._interop",
+    "resolve_stream": "._interop",
 }
 
 

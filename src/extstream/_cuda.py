@@ -77,6 +77,7 @@ __all__ = [
     "cuEventRecord",
     "cuStreamGetCtx",
     "cuStreamWaitEvent",
+    "cudaDeviceGetStreamPriorityRange",
     "cudaDriverGetVersion",
     "cudaEventCreateWithFlags",
     "cudaEventDestroy",
@@ -87,6 +88,8 @@ __all__ = [
     "cudaGetDeviceCount",
     "cudaGetDeviceProperties",
     "cudaGraphRetainUserObject",
+    "cudaIpcGetEventHandle",
+    "cudaIpcOpenEventHandle",
     "cudaLaunchHostFunc",
     "cudaRuntimeGetVersion",
     "cudaSetDevice",
@@ -108,6 +111,7 @@ __all__ = [
     "event_t",
     "handle_is_valid",
     "host_fn_t",
+    "ipc_event_handle_t",
     "launch_host_func",
     "load_driver_entry_points",
     "runtime_module",
@@ -155,6 +159,7 @@ cudaGetDevice = _rt.cudaGetDevice
 cudaSetDevice = _rt.cudaSetDevice
 cudaGetDeviceCount = _rt.cudaGetDeviceCount
 cudaGetDeviceProperties = _rt.cudaGetDeviceProperties
+cudaDeviceGetStreamPriorityRange = _rt.cudaDeviceGetStreamPriorityRange
 cudaDriverGetVersion = _rt.cudaDriverGetVersion
 cudaStreamGetCaptureInfo = _rt.cudaStreamGetCaptureInfo
 cudaUserObjectCreate = _rt.cudaUserObjectCreate
@@ -162,6 +167,10 @@ cudaGraphRetainUserObject = _rt.cudaGraphRetainUserObject
 USER_OBJECT_NO_DESTRUCTOR_SYNC: Final = int(_rt.cudaUserObjectFlags.cudaUserObjectNoDestructorSync)
 GRAPH_USER_OBJECT_MOVE: Final = int(_rt.cudaUserObjectRetainFlags.cudaGraphUserObjectMove)
 cudaRuntimeGetVersion = _rt.cudaRuntimeGetVersion
+# Events shared between processes: a 64-byte handle (``.reserved``).
+cudaIpcGetEventHandle = _rt.cudaIpcGetEventHandle
+cudaIpcOpenEventHandle = _rt.cudaIpcOpenEventHandle
+ipc_event_handle_t = _rt.cudaIpcEventHandle_t
 
 #: The cuda.bindings modules themselves: ``python -m extstream bench`` times
 #: their raw calls beside extstream's (None on the simulator).

@@ -30,13 +30,21 @@ Variable = ContextVar[list[Any]]
 
 #: Each device's variable, by device number.
 variables: dict[int, Variable] = {}
+_defaults: dict[Variable, list[Any]] = {}  # each variable's binding where nothing was set
 
 
 def make_variable(device_id: int, default: object) -> Variable:
     """The variable of *device_id*, made with *default* as its stream if there is none yet."""
     name = f"extstream.current_stream[{device_id}]"
-    made = ContextVar(name, default=[default, None, None])  # noqa: B039 - never mutated
+    binding: list[Any] = [default, None, None]
+    made = ContextVar(name, default=binding)
+    _defaults[made] = binding
     return variables.setdefault(device_id, made)  # atomic: of two racing threads, one wins
+
+
+def was_set(var: Variable) -> bool:
+    """Whether a ``with`` block or ``use()`` made a stream current in this context."""
+    return var.get() is not _defaults[var]
 
 
 def use(var: Variable, stream: object) -> None:

@@ -10,6 +10,8 @@ knows no extstream class (extstream's own streams are unwrapped by ``_stream``).
 from __future__ import annotations
 
 import operator
+import sys
+from collections.abc import Sequence
 from typing import Any, Final
 
 MAX_HANDLE: Final = 2**64 - 1
@@ -29,7 +31,8 @@ _LEGACY_STREAM_ATTRIBUTES: Final = {
     "numba": "handle",
     "numba_cuda": "handle",
 }
-# Event attributes: events have no common protocol.
+# Event attributes: events have no common protocol. (torch 2's device-generic
+# torch.Event has event_id instead of cuda_event.)
 _EVENT_ATTRIBUTES: Final = {
     "torch": "cuda_event",
     "cupy": "ptr",
@@ -98,11 +101,20 @@ def stream_handle(obj: object) -> tuple[int, int]:
     protocol = getattr(obj, "__cuda_stream__", None)
     if protocol is not None:
         value = protocol() if callable(protocol) else protocol
-        if not (isinstance(value, tuple) and len(value) == 2 and value[0] == 0):
+        # Any (version, handle) sequence, as cuda.core takes; version 0 is the only one.
+        if not (
+            isinstance(value, Sequence)
+            and not isinstance(value, (str, bytes))
+            and len(value) == 2
+            and type(value[0]) is int
+            and value[0] == 0
+        ):
             raise TypeError(
                 f"{type(obj).__name__}.__cuda_stream__() returned {value!r}; expected (0, handle)"
             )
         return _as_int_handle(value[1], obj, "stream"), _device_hint(obj)
+    if _framework(obj) == "torch" and type(obj).__name__ == "Stream" and hasattr(obj, "stream_id"):
+        return _torch_generic_stream(obj)
     attribute = _LEGACY_STREAM_ATTRIBUTES.get(_framework(obj))
     if attribute is not None and hasattr(obj, attribute):
         return _as_int_handle(getattr(obj, attribute), obj, "stream"), _device_hint(obj)
@@ -111,6 +123,18 @@ def stream_handle(obj: object) -> tuple[int, int]:
     except TypeError:
         raise TypeError(f"cannot use {obj!r} as a CUDA stream: expected {_STREAM_INPUTS}") from None
     return _as_int_handle(ptr, obj, "stream"), -1
+
+
+def _torch_generic_stream(obj: Any) -> tuple[int, int]:
+    """A torch 2 device-generic ``torch.Stream``: no ``__cuda_stream__``, but torch (already
+    imported: the object exists) rebuilds its ``torch.cuda.Stream`` from the ids."""
+    if getattr(obj, "device_type", None) != 1:  # torch's DeviceType CUDA
+        raise TypeError(f"{obj!r} is not a CUDA stream")
+    torch: Any = sys.modules["torch"]
+    cuda_stream = torch.cuda.Stream(
+        stream_id=obj.stream_id, device_index=obj.device_index, device_type=obj.device_type
+    )
+    return _as_int_handle(cuda_stream.cuda_stream, obj, "stream"), int(obj.device_index)
 
 
 def is_event(obj: object) -> bool:
@@ -134,7 +158,31 @@ def event_handle(obj: object) -> tuple[int, int]:
         raise TypeError(f"{obj!r} is a stream, not an event: use stream.wait(other) for streams")
     if not is_event(obj):
         raise TypeError(f"cannot use {obj!r} as a CUDA event: expected {_EVENT_INPUTS}")
-    ptr = _as_int_handle(getattr(obj, _EVENT_ATTRIBUTES[_framework(obj)], None), obj, "event")
+    framework = _framework(obj)
+    attribute = _EVENT_ATTRIBUTES[framework]
+    if framework == "torch" and not hasattr(obj, attribute):
+        attribute = "event_id"  # torch 2's device-generic torch.Event
+    ptr = _as_int_handle(getattr(obj, attribute, None), obj, "event")
     if ptr == 0:
         raise ValueError(f"{obj!r} has no CUDA event yet (torch creates it at the first record())")
     return ptr, _device_hint(obj)
+
+
+def array_stream(array: object) -> int | None:
+    """The stream an array's producer queued its work on, from its CUDA Array Interface
+    (v3 ``stream``): None (nothing to wait for), 1 (legacy default), 2 (per-thread
+    default) or a handle; these numbers are extstream handles as they are."""
+    interface = getattr(array, "__cuda_array_interface__", None)
+    if not isinstance(interface, dict):
+        raise TypeError(f"{array!r} has no __cuda_array_interface__ (a dict)")
+    stream = interface.get("stream")
+    if stream is None:
+        return None
+    if type(stream) is not int:
+        raise TypeError(f"the CUDA Array Interface stream of {array!r} is {stream!r}, not an int")
+    if stream == 0:
+        raise ValueError(
+            f"the CUDA Array Interface stream of {array!r} is 0, which the interface "
+            "disallows (ambiguous: 1 is the legacy default stream, 2 the per-thread one)"
+        )
+    return _as_int_handle(stream, array, "stream")

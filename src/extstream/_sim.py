@@ -84,6 +84,7 @@ __all__ = [
     "cuEventRecord",
     "cuStreamGetCtx",
     "cuStreamWaitEvent",
+    "cudaDeviceGetStreamPriorityRange",
     "cudaDriverGetVersion",
     "cudaError_t",
     "cudaEventCreateWithFlags",
@@ -95,6 +96,8 @@ __all__ = [
     "cudaGetDeviceCount",
     "cudaGetDeviceProperties",
     "cudaGraphRetainUserObject",
+    "cudaIpcGetEventHandle",
+    "cudaIpcOpenEventHandle",
     "cudaLaunchHostFunc",
     "cudaRuntimeGetVersion",
     "cudaSetDevice",
@@ -119,6 +122,7 @@ __all__ = [
     "history",
     "host_fn_t",
     "inject_error",
+    "ipc_event_handle_t",
     "launch_host_func",
     "load_driver_entry_points",
     "reset_device",
@@ -581,6 +585,27 @@ def cudaGetDeviceProperties(device: int) -> tuple[Any, ...]:
     if not 0 <= device < len(_PHYSICAL):
         return (_E.cudaErrorInvalidDevice, None)
     return SUCCESS, _Properties(_PHYSICAL[device])
+
+
+class ipc_event_handle_t:
+    """cudaIpcEventHandle_t: 64 opaque bytes."""
+
+    def __init__(self) -> None:
+        self.reserved = bytes(64)
+
+
+def cudaIpcGetEventHandle(handle: int) -> tuple[Any, ...]:
+    # Separate processes share no simulator: interprocess events need a GPU.
+    return (_E.cudaErrorNotSupported, None)
+
+
+def cudaIpcOpenEventHandle(ipc_handle: ipc_event_handle_t) -> tuple[Any, ...]:
+    return (_E.cudaErrorNotSupported, None)
+
+
+def cudaDeviceGetStreamPriorityRange() -> tuple[Any, int, int]:
+    greatest, least = PRIORITY_RANGE
+    return SUCCESS, least, greatest
 
 
 def cudaDriverGetVersion() -> tuple[Any, int]:

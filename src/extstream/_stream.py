@@ -10,9 +10,10 @@ variables in ``_current``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import html
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterator
 from typing import Any, Final, NoReturn, TypeVar
 
 from . import _callbacks, _config, _current, _device, _foreign, _handles, _wait
@@ -201,6 +202,15 @@ class ExternalStream:
         """Whether the stream is being captured into a CUDA graph."""
         return self._call(_handles.is_capturing)
 
+    @staticmethod
+    def priority_range(device_id: int | None = None) -> tuple[int, int]:
+        """``(least, greatest)`` stream priority of *device_id* (None: the current device);
+        lower numbers run first, as in torch's ``Stream.priority_range()``."""
+        device = _device.current_device() if device_id is None else _device.device_index(device_id)
+        with _device.on_device(device):
+            least, greatest = call(_cuda.cudaDeviceGetStreamPriorityRange)
+        return int(least), int(greatest)
+
     # -- ordering -------------------------------------------------------------
 
     def record(self, event: object = None) -> Event:
@@ -253,6 +263,52 @@ class ExternalStream:
             stream.record(marker)
             self.wait_event(marker)
 
+    # -- arrays that cross with a stream (CUDA Array Interface v3, DLPack) -----
+
+    @property
+    def cai_stream(self) -> int:
+        """This stream as a CUDA Array Interface ``stream`` entry, or as the
+        ``stream`` a consumer passes to ``__dlpack__``: never 0 (the legacy default
+        stream is 1, the per-thread one 2, any other stream its handle)."""
+        return self._ptr or 1
+
+    dlpack_stream = cai_stream
+
+    def wait_for_array(self, array: object) -> None:
+        """Make later work here wait for the work queued on *array*'s producer stream
+        (its ``__cuda_array_interface__`` ``stream``; None: nothing to wait for)."""
+        producer = self._array_producer(array)
+        if producer is not None:
+            self.wait(producer)
+
+    @contextlib.contextmanager
+    def using_array(self: _S, array: object) -> Iterator[_S]:
+        """``with stream.using_array(a):`` work queued here in the block waits for *a*'s
+        producer stream, and after the block (also when it raises) the producer's
+        stream waits for it, so the producer cannot reuse *a* too early, as the CUDA
+        Array Interface asks of a consumer."""
+        producer = self._array_producer(array)
+        if producer is not None:
+            self.wait(producer)
+        try:
+            yield self
+        finally:
+            if producer is not None:
+                producer.wait(self)
+
+    def _array_producer(self, array: object) -> ExternalStream | None:
+        ptr = _foreign.array_stream(array)
+        if ptr is None or ptr == self._ptr:
+            return None
+        return ExternalStream(ptr, self._device if ptr <= 2 else -1)
+
+    def keep_alive(self, *objects: object) -> None:
+        """Keep *objects* alive until the GPU has passed this point of the stream, then
+        let them go: "free this buffer once the stream used it" (torch's
+        ``record_stream``). A notification: CUDA's thread needs no GIL for it."""
+        if objects:
+            self.launch_host_func(_let_go, objects, hold_stream=False)
+
     # -- host callbacks -------------------------------------------------------
 
     def launch_host_func(
@@ -270,7 +326,7 @@ class ExternalStream:
     def add_callback(
         self,
         callback: Callable[[ExternalStream, int, Any], object],
-        arg: object,
+        arg: object = None,
         *,
         hold_stream: bool = True,
     ) -> None:
@@ -443,11 +499,11 @@ class Event:
         "__weakref__",
         "_alive",
         "_device",
+        "_flags",
         "_handle",
         "_owned",
         "_owner",
         "_ptr",
-        "_timing",
     )
 
     _ptr: int
@@ -455,7 +511,7 @@ class Event:
     _handle: Any  # a CUevent once checked; None before, or when closed
     _owner: object  # the framework object that owns the event, kept alive; None for a handle
     _owned: bool
-    _timing: bool | None  # None: unknown (a foreign event)
+    _flags: int | None  # cudaEventCreateWithFlags' flags; None: unknown (a foreign event)
     _alive: list[int]  # the handle until closed
 
     def __init__(
@@ -478,15 +534,15 @@ class Event:
             | (_cuda.EVENT_INTERPROCESS if interprocess else 0)
         )
         device, ptr = _device.create_on(device_id, _cuda.cudaEventCreateWithFlags, flags)
-        self._set(ptr, device, _cuda.CUevent(ptr), owned=True, timing=timing)
+        self._set(ptr, device, _cuda.CUevent(ptr), owned=True, flags=flags)
 
-    def _set(self, ptr: int, device: int, handle: Any, *, owned: bool, timing: bool | None) -> None:
+    def _set(self, ptr: int, device: int, handle: Any, *, owned: bool, flags: int | None) -> None:
         self._ptr = ptr
         self._device = device
         self._handle = handle
         self._owned = owned
         self._owner = None
-        self._timing = timing
+        self._flags = flags
         self._alive = [ptr]
 
     @classmethod
@@ -501,7 +557,7 @@ class Event:
         if not 0 < ptr <= MAX_HANDLE:
             raise ValueError(f"event handle {ptr!r} is out of range (0, 2**64)")
         event = cls.__new__(cls)
-        event._set(ptr, _device.device_or_unknown(device_id), None, owned=False, timing=None)
+        event._set(ptr, _device.device_or_unknown(device_id), None, owned=False, flags=None)
         return event
 
     @property
@@ -519,6 +575,26 @@ class Event:
         """Whether :meth:`close` was called."""
         return not self._alive
 
+    def _flag(self, flag: int) -> bool | None:
+        return None if self._flags is None else bool(self._flags & flag)
+
+    @property
+    def timing(self) -> bool | None:
+        """Whether the event records timing; None for a foreign event (CUDA cannot tell)."""
+        timing_off = self._flag(_cuda.EVENT_DISABLE_TIMING)
+        return None if timing_off is None else not timing_off
+
+    @property
+    def blocking(self) -> bool | None:
+        """Whether a wait on the event blocks the thread instead of spinning (in CUDA);
+        None for a foreign event."""
+        return self._flag(_cuda.EVENT_BLOCKING_SYNC)
+
+    @property
+    def interprocess(self) -> bool | None:
+        """Whether the event may be shared with other processes; None for a foreign event."""
+        return self._flag(_cuda.EVENT_INTERPROCESS)
+
     def _prepare(self) -> int:
         """The handle, checked once, as an int."""
         if self._handle is not None:
@@ -529,13 +605,19 @@ class Event:
         self._handle = _cuda.CUevent(self._ptr)
         return self._ptr
 
+    def _stream_or_current(self, stream: object) -> ExternalStream:
+        if stream is None:
+            return get_current_stream(None if self._device < 0 else self._device)
+        return as_stream(stream)
+
     def record(self, stream: object = None) -> None:
         """Record the event on *stream* (None: the current stream of its device)."""
-        if stream is None:
-            target = get_current_stream(None if self._device < 0 else self._device)
-        else:
-            target = as_stream(stream)
-        target.record(self)
+        self._stream_or_current(stream).record(self)
+
+    def wait(self, stream: object = None) -> None:
+        """Make later work on *stream* (None: the current stream of its device) wait for
+        the event, as torch's and numba's ``Event.wait`` do."""
+        self._stream_or_current(stream).wait_event(self)
 
     @property
     def done(self) -> bool:
@@ -577,7 +659,7 @@ class Event:
         if not isinstance(end, Event):
             raise TypeError(f"end must be an extstream.Event, not {end!r}")
         for event in (self, end):
-            if event._timing is False:
+            if event.timing is False:
                 raise ValueError(
                     f"elapsed_time needs events created with timing=True; {event!r} has timing off"
                 )
@@ -612,7 +694,7 @@ class Event:
 
     def __repr__(self) -> str:
         device = "unknown device" if self._device < 0 else f"device {self._device}"
-        timing = {True: "timing", False: "no timing", None: "foreign"}[self._timing]
+        timing = {True: "timing", False: "no timing", None: "foreign"}[self.timing]
         state = ", closed" if not self._alive else ""
         return f"<extstream.Event {self._ptr:#x} on {device}, {timing}{state}>"
 
@@ -624,8 +706,55 @@ class Event:
             state = f"unusable ({type(exc).__name__}: {exc})"
         return f"<code>{html.escape(repr(self))}</code>: {html.escape(state)}"
 
-    def __reduce__(self) -> NoReturn:
-        raise TypeError(f"cannot pickle {self!r}: an event handle means nothing in another process")
+    def ipc_handle(self) -> bytes:
+        """The 64 bytes another process opens this event with (:meth:`from_ipc_handle`).
+
+        The event must be made with ``Event(interprocess=True)`` (CUDA refuses timing
+        events); the exporting process must keep it alive while others use it.
+        """
+        if self.interprocess is False:
+            raise ValueError(
+                f"{self!r} is not interprocess: make it with Event(interprocess=True) to share it"
+            )
+        handle = call(_cuda.cudaIpcGetEventHandle, _cuda.event_t(self._prepare()))
+        return bytes(handle.reserved)
+
+    @classmethod
+    def from_ipc_handle(cls, data: bytes, device_id: int | None = None) -> Event:
+        """Open an event another process shared (its :meth:`ipc_handle`), on *device_id*
+        (None: the current device). This process owns the opened handle."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"an IPC event handle is 64 bytes, not {data!r}")
+        if len(data) != _IPC_HANDLE_BYTES:
+            raise ValueError(f"an IPC event handle is 64 bytes, not {len(data)}: {bytes(data)!r}")
+        handle = _cuda.ipc_event_handle_t()
+        handle.reserved = bytes(data)
+        device, ptr = _device.create_on(device_id, _cuda.cudaIpcOpenEventHandle, handle)
+        event = cls.__new__(cls)
+        flags = _cuda.EVENT_INTERPROCESS | _cuda.EVENT_DISABLE_TIMING
+        event._set(ptr, device, _cuda.CUevent(ptr), owned=True, flags=flags)
+        return event
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """An interprocess event pickles as its IPC handle (torch.multiprocessing,
+        ``spawn`` children); any other event refuses, with the reason."""
+        if not self.interprocess:
+            raise TypeError(
+                f"cannot pickle {self!r}: an event handle means nothing in another process "
+                "(an Event(interprocess=True) pickles as its IPC handle)"
+            )
+        return (_open_shared_event, (self.ipc_handle(), self._device))
+
+
+_IPC_HANDLE_BYTES: Final = 64
+
+
+def _open_shared_event(data: bytes, device_id: int) -> Event:
+    return Event.from_ipc_handle(data, device_id)
+
+
+def _let_go(objects: object) -> None:
+    """Nothing: the callback's entry held *objects*, and running it lets them go."""
 
 
 def as_event(obj: object, stream: ExternalStream | None = None) -> Event:

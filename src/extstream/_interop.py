@@ -1,0 +1,156 @@
+"""What a library that receives streams does with its caller's frameworks.
+
+``current_stream_of`` reads a framework's current stream, ``resolve_stream`` is
+the one rule for ``stream=None``, ``activate`` makes a stream current in
+extstream and in frameworks for a block, and ``dlpack_exchange`` is the
+producer's side of ``__dlpack__(stream=...)``. A framework is only used where
+the caller has imported it: extstream never imports one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any, Final
+
+from . import _current, _device
+from ._public import public
+from ._stream import ExternalStream, as_stream, get_current_stream
+
+# The module each framework's current stream is read from, once the caller imported it.
+_MODULES: Final = {"torch": "torch", "cupy": "cupy", "numba": "numba.cuda"}
+_ACTIVATABLE: Final = ("torch", "cupy")  # numba has no current stream to set
+
+
+def _imported(framework: str) -> ModuleType | None:
+    if framework not in _MODULES:
+        raise ValueError(f"unknown framework {framework!r}: expected one of {sorted(_MODULES)}")
+    return sys.modules.get(_MODULES[framework])
+
+
+def _device_of(device_id: int | None) -> int:
+    return _device.current_device() if device_id is None else _device.device_index(device_id)
+
+
+@public
+def current_stream_of(framework: str, device_id: int | None = None) -> ExternalStream:
+    """*framework*'s current stream on *device_id* (None: the current device).
+
+    ``"torch"`` (``torch.cuda.current_stream``), ``"cupy"`` (its current stream of
+    that device) or ``"numba"``, which has no current stream: its default stream.
+    ``ValueError`` if the caller has not imported the framework.
+    """
+    module = _imported(framework)
+    if module is None:
+        raise ValueError(
+            f"{framework} is not imported: extstream follows a framework's current stream "
+            "only where the caller uses that framework"
+        )
+    device = _device_of(device_id)
+    native: Any
+    if framework == "torch":
+        native = module.cuda.current_stream(device)
+    elif framework == "cupy":
+        with module.cuda.Device(device):
+            native = module.cuda.get_current_stream()
+    else:
+        with module.gpus[device]:
+            native = module.default_stream()
+    return as_stream(native, device)
+
+
+@public
+def resolve_stream(
+    stream: object = None,
+    *,
+    follow: tuple[str, ...] = ("torch", "cupy"),
+    device_id: int | None = None,
+) -> ExternalStream:
+    """The stream a library function should use for ``stream=stream``.
+
+    1. *stream* itself, when given (anything :func:`as_stream` takes);
+    2. else the stream made current with extstream's ``with`` or ``use()``;
+    3. else the current stream of the first framework in *follow* that the caller
+       has imported and whose current stream is not its default;
+    4. else extstream's current stream (the default stream).
+
+    All on *device_id* (None: the current device).
+    """
+    if stream is not None:
+        return as_stream(stream)
+    device = _device_of(device_id)
+    current = get_current_stream(device)
+    if _current.was_set(_current.variables[device]):
+        return current
+    for framework in follow:
+        if _imported(framework) is not None:
+            theirs = current_stream_of(framework, device)
+            if theirs.ptr > 2:  # 0, 1, 2: the framework's default stream
+                return theirs
+    return current
+
+
+@public
+@contextlib.contextmanager
+def activate(stream: object, *frameworks: str) -> Iterator[ExternalStream]:
+    """``with extstream.activate(s, "torch", "cupy"):`` makes *s* the current stream
+    of its device in extstream and in each framework named, for the block; on exit
+    each gets back exactly what was current, also when the block raises.
+
+    torch through ``torch.cuda.ExternalStream`` and ``torch.cuda.stream``; CuPy
+    through ``cupy.cuda.Stream.from_external`` in a ``with`` block on the stream's
+    device. The frameworks must be imported by the caller.
+    """
+    target = as_stream(stream)
+    for framework in frameworks:
+        if framework not in _ACTIVATABLE:
+            raise ValueError(
+                f"cannot make a stream current in {framework!r}: "
+                f"only {' and '.join(_ACTIVATABLE)} have a current stream"
+            )
+        if _imported(framework) is None:
+            raise ValueError(f"{framework} is not imported: import it before activating in it")
+    with contextlib.ExitStack() as blocks:
+        blocks.enter_context(target)
+        for framework in frameworks:
+            module: Any = _imported(framework)
+            if framework == "torch":
+                native = module.cuda.ExternalStream(target.ptr, device=target.device_id)
+                blocks.enter_context(module.cuda.stream(native))
+            else:
+                blocks.enter_context(module.cuda.Device(target.device_id))
+                from_external = getattr(module.cuda.Stream, "from_external", None)
+                if from_external is not None:  # CuPy 14
+                    blocks.enter_context(from_external(target))
+                else:
+                    blocks.enter_context(module.cuda.ExternalStream(target.ptr, target.device_id))
+        yield target
+
+
+@public
+def dlpack_exchange(producer: object, requested: int | None) -> ExternalStream | None:
+    """The producer's duty in ``__dlpack__(stream=requested)``: order the work queued
+    on *producer* before the consumer's stream, and return that stream.
+
+    *requested*: None or 1 (the legacy default stream), 2 (per-thread default), a
+    stream handle, or -1 (the consumer asks for no ordering: returns None). 0 is
+    disallowed by the DLPack specification (``ValueError``).
+    """
+    source = as_stream(producer)
+    if requested is None:
+        requested = 1
+    if type(requested) is not int:
+        raise TypeError(f"stream must be an int or None, not {requested!r}")
+    if requested == -1:
+        return None
+    if requested == 0:
+        raise ValueError(
+            "__dlpack__(stream=0) is disallowed by the DLPack specification for CUDA: "
+            "pass 1 for the legacy default stream, 2 for the per-thread one"
+        )
+    consumer = ExternalStream(requested, source.device_id if requested <= 2 else -1)
+    if consumer != source:
+        consumer.wait(source)
+    return consumer
