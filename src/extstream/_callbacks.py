@@ -280,6 +280,7 @@ def _launch_notification(ptr: int, direct: bool, entry: Entry) -> None:
 
 
 def _launch_captured(ptr: int, direct: bool, entry: Entry, hold_stream: bool) -> None:
+    start_reaper()  # a graph node of either mode runs Python on CUDA's thread
     if not hold_stream and _graph_dispatcher is None:
         _start_graph_dispatcher()
     graph = call(_cuda.cudaStreamGetCaptureInfo, _cuda.stream_t(ptr))[2]

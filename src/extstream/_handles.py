@@ -1,12 +1,13 @@
 """Everything done to one raw stream or event handle, below the classes that wrap them.
 
 A stream operation here takes ``(ptr, direct, ...)``: *direct* says the handle
-was checked and belongs to the current device, so the driver's entry point is
-tried first (no cuda.bindings wrapping); the runtime call runs otherwise, and
-repeats a direct call that failed, because the runtime sets up the primary
-context and reports the runtime's error. Operations without an entry point
-always take the runtime path. Special handles (0, 1, 2) on another device are
-the caller's to dispatch under :func:`extstream._device.on_device`.
+was checked and names one stream whatever device is current (any handle above
+2, or any handle with one device), so the driver's entry point is tried first
+(no cuda.bindings wrapping); the runtime call runs otherwise, and repeats a
+direct call that failed, because the runtime sets up the primary context and
+reports the runtime's error. Operations without an entry point always take the
+runtime path. Special handles (0, 1, 2) with several devices are the caller's
+to dispatch under :func:`extstream._device.on_device`.
 """
 
 from __future__ import annotations
@@ -72,8 +73,10 @@ def stream_done(ptr: int, direct: bool) -> bool:
 
 def record(ptr: int, direct: bool, event_ptr: int) -> None:
     """Record the event on the stream."""
-    if not direct or _cuda.cuEventRecord(_cuda.CUevent(event_ptr), _cuda.CUstream(ptr))[0] is not (
-        _cuda.CU_SUCCESS
+    if (
+        not direct
+        or _cuda.cuEventRecord(_cuda.CUevent(event_ptr), _cuda.CUstream(ptr))[0]
+        is not _cuda.CU_SUCCESS
     ):
         call(_cuda.cudaEventRecord, _cuda.event_t(event_ptr), _cuda.stream_t(ptr))
 

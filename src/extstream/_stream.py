@@ -32,6 +32,11 @@ _INT_MIN: Final = -(2**31)
 _INT_MAX: Final = 2**31 - 1
 
 
+def _check_flag(name: str, value: object) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, not {value!r}")
+
+
 @public
 @functools.total_ordering
 class ExternalStream:
@@ -436,8 +441,7 @@ class Stream(ExternalStream):
         self, device_id: int | None = None, *, nonblocking: bool = True, priority: int = 0
     ) -> None:
         self._alive = []  # until created, so __del__ has nothing to destroy
-        if not isinstance(nonblocking, bool):
-            raise TypeError(f"nonblocking must be a bool, not {nonblocking!r}")
+        _check_flag("nonblocking", nonblocking)
         if isinstance(priority, bool) or not isinstance(priority, int):
             raise TypeError(f"priority must be an int, not {priority!r}")
         if not _INT_MIN <= priority <= _INT_MAX:
@@ -478,11 +482,6 @@ class Stream(ExternalStream):
 
     def __del__(self, _finalize: Callable[[Any], None] = _handles.finalize) -> None:
         _finalize(self)
-
-
-def _check_flag(name: str, value: object) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, not {value!r}")
 
 
 @public
