@@ -28,6 +28,7 @@ _R = TypeVar("_R")
 _SPECIAL_KINDS: Final = {0: "legacy default", 1: "legacy", 2: "per-thread default"}
 _CU_SUCCESS: Final = _cuda.CU_SUCCESS
 _NOT_READY_STATUS: Final = _cuda.NOT_READY_STATUS
+_callback_threads: Final = _callbacks.callback_threads  # non-empty inside held callbacks
 _INT_MIN: Final = -(2**31)
 _INT_MAX: Final = 2**31 - 1
 
@@ -177,6 +178,13 @@ class ExternalStream:
         answers Ctrl-C at once and raises a kernel fault within 50 ms; on an idle
         stream it costs one query.
         """
+        if (
+            timeout is None
+            and self._handle is not None
+            and not _callback_threads
+            and _cuda.stream_query(self._ptr) == 0  # idle: the one query, inlined
+        ):
+            return
         _wait.block(self, timeout, "synchronize()")
 
     def __await__(self) -> Generator[Any, None, None]:
