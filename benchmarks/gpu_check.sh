@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Everything that must pass on a GPU before a change that touches CUDA is done, in
+# one run from the source tree (no install, no network), with logs under $OUT:
+#
+#   OUT=/tmp/gpu-logs bash benchmarks/gpu_check.sh
+#
+# CUDA12_WHEELS=DIR (a folder with a cuda-bindings 12.9 wheel) runs the suite again
+# with it; PREVIOUS_SRC=DIR (the src/ of an earlier checkout) benches it beside this
+# one, back to back on the same machine.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-/tmp/extstream-gpu}
+mkdir -p "$OUT"
+export PYTHONPATH=src NCCL_NVLS_ENABLE=0
+status=0
+
+run() {  # run NAME COMMAND...: its output in $OUT/NAME.txt, its exit status counted
+  local name=$1
+  shift
+  echo "== $name: $*"
+  "$@" > "$OUT/$name.txt" 2>&1 || { status=1; echo "   exit $? (see $OUT/$name.txt)"; }
+  tail -n 2 "$OUT/$name.txt"
+}
+
+nvidia-smi -L > "$OUT/gpus.txt" 2>&1
+run self-check python3 -m extstream
+run tests env EXTSTREAM_REQUIRE_GPU=1 python3 -m pytest -q -p no:cacheprovider -rs tests
+run stress python3 benchmarks/stress.py
+run bench python3 -m extstream bench --json "$OUT/bench.json"
+run callbacks python3 benchmarks/callbacks.py
+if [ -n "${PREVIOUS_SRC:-}" ]; then
+  run bench-previous env PYTHONPATH="$PREVIOUS_SRC" python3 -m extstream bench
+fi
+if [ -n "${CUDA12_WHEELS:-}" ]; then
+  rm -rf "$OUT/cuda12" && mkdir -p "$OUT/cuda12"
+  python3 -m pip install -q --no-deps --no-index --target "$OUT/cuda12" \
+    "$CUDA12_WHEELS"/cuda_bindings-12*.whl > "$OUT/cuda12-install.txt" 2>&1
+  run tests-cuda12 env PYTHONPATH="$OUT/cuda12:src" EXTSTREAM_REQUIRE_GPU=1 \
+    python3 -m pytest -q -p no:cacheprovider -rs tests
+fi
+exit $status
