@@ -32,16 +32,6 @@ def sleep_on(stream: extstream.ExternalStream, seconds: float) -> None:
 SLEEP_CODE = "from tests.gpu_helpers import sleep_on\n"
 
 
-def fault_maker() -> Callable[[extstream.ExternalStream], None]:
-    """``extstream.testing.prepare_fault()``; skipped on a GPU without CuPy."""
-    if not sim.active():
-        pytest.importorskip("cupy")
-    return testing.prepare_fault()
-
-
-FAULT_CODE = "from tests.gpu_helpers import fault_maker, sleep_on\n"
-
-
 class Captured:
     """A graph captured from a stream: replay it, then destroy it."""
 

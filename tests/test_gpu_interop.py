@@ -7,6 +7,7 @@ import warnings
 
 import pytest
 
+import extstream
 from extstream import Event, ExternalStream, Stream, as_stream
 
 from .gpu_helpers import sleep_on, torch_or_skip
@@ -112,3 +113,32 @@ def test_extstream_objects_are_accepted_by_the_frameworks() -> None:
     event.record(mine)
     assert Event.from_handle(event.ptr, 0) == event
     mine.close()
+
+
+def test_current_stream_of_and_activate_with_torch_and_cupy() -> None:
+    torch = pytest.importorskip("torch")
+    cupy = pytest.importorskip("cupy")
+    native = torch.cuda.Stream()
+    with torch.cuda.stream(native):
+        assert extstream.current_stream_of("torch").ptr == native.cuda_stream
+        assert extstream.resolve_stream().ptr == native.cuda_stream  # torch's, not default
+    mine = Stream()
+    torch_before = torch.cuda.current_stream().cuda_stream
+    cupy_before = cupy.cuda.get_current_stream().ptr
+    with extstream.activate(mine, "torch", "cupy"):
+        assert torch.cuda.current_stream().cuda_stream == mine.ptr
+        assert cupy.cuda.get_current_stream().ptr == mine.ptr
+        assert extstream.current_stream_of("cupy") == mine
+        assert extstream.get_current_stream() is mine
+    assert torch.cuda.current_stream().cuda_stream == torch_before
+    assert cupy.cuda.get_current_stream().ptr == cupy_before
+    mine.close()
+
+
+def test_a_torch_generic_stream_is_wrapped() -> None:
+    torch = pytest.importorskip("torch")
+    native = torch.cuda.Stream()
+    generic = torch.Stream(
+        stream_id=native.stream_id, device_index=native.device_index, device_type=1
+    )  # torch 2's device-generic class: no __cuda_stream__
+    assert ExternalStream(generic).ptr == native.cuda_stream
