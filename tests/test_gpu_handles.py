@@ -110,8 +110,8 @@ def test_framework_events_are_used_without_probing_or_wrapping(
 def test_capture_queries_use_a_buffer_per_thread() -> None:
     addresses: set[int] = set()
     answers: list[bool] = []
+    idle = Stream()  # made before the capture: a capture may refuse creating streams
     with capture() as (capturing, _):
-        idle = Stream()
 
         all_started = threading.Barrier(4)
 
