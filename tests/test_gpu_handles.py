@@ -112,7 +112,6 @@ def test_capture_queries_use_a_buffer_per_thread() -> None:
     answers: list[bool] = []
     idle = Stream()  # made before the capture: a capture may refuse creating streams
     with capture() as (capturing, _):
-
         all_started = threading.Barrier(4)
 
         def ask() -> None:
