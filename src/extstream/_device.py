@@ -10,7 +10,7 @@ from typing import Any, Final
 
 from . import _fork
 from ._backend import cuda as _cuda
-from ._errors import call
+from ._errors import call, fail
 
 _SUCCESS: Final = _cuda.SUCCESS
 _MAX_DEVICE: Final = 2**31 - 1  # CUDA's device numbers are C ints
@@ -81,7 +81,10 @@ def current_device() -> int:
     """
     if _count == 1 or (_count is None and device_count() == 1):
         return 0
-    return int(call(_cuda.cudaGetDevice))
+    err, device = _cuda.cudaGetDevice()  # a hot path: call() inlined
+    if err is not _SUCCESS:
+        fail(err, _cuda.cudaGetDevice)
+    return int(device)
 
 
 def create_on(

@@ -79,6 +79,11 @@ def _name_of(function: Callable[..., Any]) -> str:
     return getattr(function, "__name__", repr(function))
 
 
+def fail(err: Any, function: Callable[..., Any]) -> NoReturn:
+    """Raise :class:`CudaError` for the status *err* that *function* returned."""
+    raise CudaError(int(err), _name_of(function))
+
+
 def call(function: Callable[..., tuple[Any, ...]], *args: Any) -> Any:
     """``function(*args)`` for a CUDA function returning ``(err, *results)``.
 
@@ -88,7 +93,7 @@ def call(function: Callable[..., tuple[Any, ...]], *args: Any) -> Any:
     result = function(*args)
     err = result[0]
     if err is not _SUCCESS:
-        raise CudaError(int(err), _name_of(function))
+        fail(err, function)
     if len(result) == 2:
         return result[1]
     return result[1:] if len(result) > 2 else None
@@ -101,7 +106,7 @@ def ready(function: Callable[..., tuple[Any, ...]], *args: Any) -> bool:
         return True
     if err is _NOT_READY:
         return False
-    raise CudaError(int(err), _name_of(function))
+    fail(err, function)
 
 
 def refuse_unreadable(ptr: int, what: str) -> NoReturn:

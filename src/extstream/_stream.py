@@ -796,6 +796,7 @@ _current_device = _device.current_device
 # Device 0's variable once the process is known to have one device, so that
 # get_current_stream() needs neither a CUDA call nor a dict look-up.
 _only_device_var: _current.Variable | None = None
+_several_devices = False
 
 
 def _current_var(device_id: int) -> _current.Variable:
@@ -818,15 +819,18 @@ def get_current_stream(device_id: int | None = None) -> ExternalStream:
     Costs no CUDA call when the device is given or only one device exists (after
     the first call per device, which checks that the device exists).
     """
-    global _only_device_var
+    global _only_device_var, _several_devices
     if device_id is None:
         var = _only_device_var
         if var is not None:
             stream: ExternalStream = var.get()[0]
             return stream
         device_id = _current_device()  # one cudaGetDevice with several devices
-        if _device.device_count() == 1:
-            _only_device_var = _current_var(0)
+        if not _several_devices:  # learnt on the first call: the count never changes
+            if _device.device_count() == 1:
+                _only_device_var = _current_var(0)
+            else:
+                _several_devices = True
     elif type(device_id) is not int:
         device_id = _device.device_index(device_id)
     try:
