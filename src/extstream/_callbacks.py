@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import atexit
 import collections
-import contextlib
 import contextvars
 import itertools
 import os
@@ -274,9 +273,12 @@ def _launch_notification(ptr: int, direct: bool, entry: Entry) -> None:
                 stream_queue.entries.pop()  # ours: the lock kept others out
                 raise
             break
-    _ensure_dispatcher()  # after queueing, so that a dispatcher ending now sees the entry
-    with contextlib.suppress(CudaError):  # else the dispatcher's next look finds the post
+    if _dispatcher is None:  # checked after queueing: a dispatcher ending now sees the entry
+        _ensure_dispatcher()
+    try:  # noqa: SIM105 - a hot path: suppress() would cost a context manager per call
         enqueue_host_function(ptr, direct, _native.SEM_POST_ADDRESS, _doorbell)
+    except CudaError:  # the dispatcher's next look finds the stream's post all the same
+        pass
 
 
 def _launch_captured(ptr: int, direct: bool, entry: Entry, hold_stream: bool) -> None:
