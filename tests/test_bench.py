@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from extstream import _bench, sim
+from extstream import _bench, _device, _stream, get_current_stream, sim
 from extstream._bench import EXT, RT, Result, Row, Stats
 
 from .conftest import run_interpreter
@@ -113,3 +113,26 @@ def test_bench_on_a_gpu(tmp_path: Path) -> None:
 
 def _has_matplotlib() -> bool:
     return importlib.util.find_spec("matplotlib") is not None
+
+
+@pytest.mark.gpu
+def test_the_several_device_row_takes_that_path_and_restores_the_state(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    get_current_stream()  # the one-device shortcut is learnt
+    before = (_device._count, _stream._only_device_var, _stream._several_devices)
+    asked: list[int] = []
+    original = _stream._current_device
+
+    def counted() -> int:
+        asked.append(1)
+        return original()
+
+    monkeypatch.setattr(_stream, "_current_device", counted)
+    with _bench._as_if_several_devices():
+        assert get_current_stream() is get_current_stream(0)
+        assert asked == [1]  # the current device was asked, as with several devices
+    assert (_device._count, _stream._only_device_var, _stream._several_devices) == before
+    assert [op.name for op in _bench.OPS if op.several_devices] == [
+        "get_current_stream() [several devices]"
+    ]

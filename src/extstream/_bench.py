@@ -2,7 +2,7 @@
 
 What it measures: nanoseconds per call of the stream operations extstream
 wraps -- ``done`` (stream query), ``synchronize``, ``record(ev)``,
-``wait_event(ev)``, ``with s: pass``, ``get_current_stream()`` and
+``wait_event(ev)``, ``Event.done``, ``with s: pass``, ``get_current_stream()`` and
 construction -- for extstream, raw ``cuda.bindings`` runtime and driver calls
 on prebuilt handles, CuPy, PyTorch and cuda.core, whichever are installed.
 Everything runs in one process against ONE idle non-blocking stream; every
@@ -28,6 +28,7 @@ printed in the header.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import contextvars
 import importlib
 import importlib.util
@@ -37,10 +38,11 @@ import statistics
 import time
 import timeit
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from . import _device, _stream
 from ._backend import NAME as BACKEND
 from ._backend import cuda as _cuda
 from ._device import device_name, versions
@@ -75,11 +77,12 @@ class Op:
     stmts: dict[str, str]
     ratio_vs: tuple[str, ...] = ()  # extstream / fastest of these columns
     unsupported: dict[str, str] = field(default_factory=dict)  # column -> why
+    several_devices: bool = False  # extstream timed as if the process saw several devices
 
 
-def _get_current_stream(arg: str) -> Op:
+def _get_current_stream(arg: str, several_devices: bool = False) -> Op:
     return Op(
-        f"get_current_stream({arg})",
+        f"get_current_stream({arg})" + (" [several devices]" if several_devices else ""),
         {
             EXT: f"get_current_stream({arg})",
             RT: "var.get()",
@@ -88,6 +91,7 @@ def _get_current_stream(arg: str) -> Op:
         },
         (CUPY,),
         {CORE: "cuda.core has no current stream"},
+        several_devices,
     )
 
 
@@ -159,12 +163,25 @@ OPS: Final = (
         RAW,
     ),
     Op(
+        "Event.done",
+        {
+            EXT: "ev.done",
+            RT: "cudaEventQuery(ev)",
+            DRV: "cuEventQuery(ev)",
+            CUPY: "ev.done",
+            TORCH: "ev.query()",
+            CORE: "ev.is_done",
+        },
+        (CUPY,),
+    ),
+    Op(
         "with s: pass",
         {EXT: WITH, CUPY: WITH, TORCH: "with stream(s):\n    pass"},
         (CUPY,),
         {CORE: "cuda.core Stream is not a context manager"},
     ),
     _get_current_stream(""),
+    _get_current_stream("", several_devices=True),
     _get_current_stream("0"),
     _construct("ptr, 0", "ptr, device=0"),
     _construct("ptr", "ptr"),
@@ -176,8 +193,9 @@ raw runtime/driver: cuda.bindings calls on a prebuilt cudaStream_t / CUstream (a
   'done [int handle]' passes the plain int instead; get_current_stream rows show
   contextvars.ContextVar.get() as a floor; construct rows show cudaStream_t(ptr) / CUstream(ptr).
 construct(ptr) leaves the device unknown (extstream/CuPy -1, torch None).
+'[several devices]': extstream as with several devices visible (one cudaGetDevice a call).
 ratio = extstream / fastest raw runtime|driver (done .. wait_event),
-        / CuPy (with, get_current_stream), / cudaStream_t(ptr) (construct)."""
+        / CuPy (Event.done, with, get_current_stream), / cudaStream_t(ptr) (construct)."""
 
 
 @dataclass(frozen=True)
@@ -233,6 +251,7 @@ def _raw_runtime_ns(ptr: int, h: Any, ev: Any) -> Namespace:
         "cudaStreamSynchronize": runtime.cudaStreamSynchronize,
         "cudaEventRecord": runtime.cudaEventRecord,
         "cudaStreamWaitEvent": runtime.cudaStreamWaitEvent,
+        "cudaEventQuery": runtime.cudaEventQuery,
     }
 
 
@@ -246,6 +265,7 @@ def _raw_driver_ns(ptr: int, ev: Any) -> Namespace:
         "cuStreamSynchronize": driver.cuStreamSynchronize,
         "cuEventRecord": driver.cuEventRecord,
         "cuStreamWaitEvent": driver.cuStreamWaitEvent,
+        "cuEventQuery": driver.cuEventQuery,
     }
 
 
@@ -348,6 +368,18 @@ def measure(
     return Row(op, stats, failed)
 
 
+@contextlib.contextmanager
+def _as_if_several_devices() -> Iterator[None]:
+    """Make extstream take its several-device path on a one-GPU machine: the device
+    count says 2, so the current device is asked from CUDA on every call."""
+    saved = _device._count, _stream._only_device_var, _stream._several_devices
+    _device._count, _stream._only_device_var, _stream._several_devices = 2, None, True
+    try:
+        yield
+    finally:
+        _device._count, _stream._only_device_var, _stream._several_devices = saved
+
+
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as cpuinfo:
@@ -416,7 +448,8 @@ def run(n: int, batches: int, progress: Callable[[str], None] = print) -> Result
             progress(f"{'timing loop overhead:':26}{loop_ns:.1f} ns/call (included below)")
             progress(f"{'batches x calls:':26}{batches} x {n} (+1 warm-up batch)\n")
             for op in OPS:
-                row = measure(op, namespaces, n, batches, reset)
+                with _as_if_several_devices() if op.several_devices else contextlib.nullcontext():
+                    row = measure(op, namespaces, n, batches, reset)
                 rows.append(row)
                 for col in COLUMNS:
                     if col in row.stats:
