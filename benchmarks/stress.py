@@ -557,6 +557,10 @@ def _framework_makers() -> list[tuple[str, Callable[[], Any], Callable[[], Any]]
         import cupy
 
         makers.append(("cupy", lambda: cupy.cuda.Stream(non_blocking=True), cupy.cuda.Event))
+    if importlib.util.find_spec("numba"):
+        from numba import cuda as numba_cuda
+
+        makers.append(("numba", numba_cuda.stream, numba_cuda.event))
     if importlib.util.find_spec("cuda.core"):
         from cuda import core
 
@@ -751,8 +755,8 @@ def ctrl_c(quick: bool) -> dict[str, Any]:
             failures.append(f"{name}: no KeyboardInterrupt")
             continue
         words = out.split()
-        if len(words) != 2 or words[0] != "interrupted":
-            failures.append(f"{name}: {out!r} {err[-200:]!r}")
+        if len(words) != 2 or words[0] != "interrupted" or child.returncode != 0:
+            failures.append(f"{name}: exit {child.returncode}, {out!r} {err[-200:]!r}")
             continue
         worst = max(worst, float(words[1]) - sent)
     return {
