@@ -711,7 +711,7 @@ import asyncio, time, extstream
 from extstream import testing
 stream = extstream.Stream()
 event = extstream.Event()
-testing.busy(stream, 30)
+testing.busy(stream, 3)  # the exit after the interrupt waits for it: keep it short
 stream.record(event)
 async def awaiting(target):
     await target
