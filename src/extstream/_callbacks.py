@@ -218,14 +218,14 @@ def _dispatch() -> None:
 
 
 def _ensure_dispatcher() -> None:
+    """Start the dispatcher unless one runs (a launch asks only when it saw none)."""
     global _dispatcher
-    if _dispatcher is None:
-        with _dispatcher_lock:
-            if _dispatcher is None:
-                _dispatcher = threading.Thread(
-                    target=_dispatch, name="extstream-callbacks", daemon=True
-                )
-                _dispatcher.start()
+    with _dispatcher_lock:
+        if _dispatcher is None:
+            _dispatcher = threading.Thread(
+                target=_dispatch, name="extstream-callbacks", daemon=True
+            )
+            _dispatcher.start()
 
 
 def launch(

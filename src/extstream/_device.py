@@ -87,12 +87,17 @@ def current_device() -> int:
     return int(device)
 
 
+def device_or_current(device_id: object) -> int:
+    """*device_id* checked as :func:`device_index` does; None: the current device."""
+    return current_device() if device_id is None else device_index(device_id)
+
+
 def create_on(
     device_id: int | None, create: Callable[..., tuple[Any, ...]], *args: Any
 ) -> tuple[int, int]:
     """``(device, handle)`` from the runtime factory *create* called on *device_id*
     (None: the current device)."""
-    device = current_device() if device_id is None else device_index(device_id)
+    device = device_or_current(device_id)
     with on_device(device):
         handle = call(create, *args)
     return device, int(handle)

@@ -239,10 +239,10 @@ def start_reaper() -> None:
 def _reap_forever(semaphore: int) -> None:
     while True:
         _native.take(semaphore)
-        reap()
+        _reap()
 
 
-def reap() -> None:
+def _reap() -> None:
     """Do the destroys deferred so far (from a thread that may call CUDA)."""
     while _deferred:
         destroy, ptr = _deferred.pop()

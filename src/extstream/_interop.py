@@ -30,10 +30,6 @@ def _imported(framework: str) -> ModuleType | None:
     return sys.modules.get(_MODULES[framework])
 
 
-def _device_of(device_id: int | None) -> int:
-    return _device.current_device() if device_id is None else _device.device_index(device_id)
-
-
 @public
 def current_stream_of(framework: str, device_id: int | None = None) -> ExternalStream:
     """*framework*'s current stream on *device_id* (None: the current device).
@@ -48,7 +44,7 @@ def current_stream_of(framework: str, device_id: int | None = None) -> ExternalS
             f"{framework} is not imported: extstream follows a framework's current stream "
             "only where the caller uses that framework"
         )
-    device = _device_of(device_id)
+    device = _device.device_or_current(device_id)
     native: Any
     if framework == "torch":
         native = module.cuda.current_stream(device)
@@ -80,7 +76,7 @@ def resolve_stream(
     """
     if stream is not None:
         return as_stream(stream)
-    device = _device_of(device_id)
+    device = _device.device_or_current(device_id)
     current = get_current_stream(device)
     if _current.was_set(_current.variables[device]):
         return current

@@ -219,7 +219,7 @@ class ExternalStream:
     def priority_range(device_id: int | None = None) -> tuple[int, int]:
         """``(least, greatest)`` stream priority of *device_id* (None: the current device);
         lower numbers run first, as in torch's ``Stream.priority_range()``."""
-        device = _device.current_device() if device_id is None else _device.device_index(device_id)
+        device = _device.device_or_current(device_id)
         with _device.on_device(device):
             least, greatest = call(_cuda.cudaDeviceGetStreamPriorityRange)
         return int(least), int(greatest)

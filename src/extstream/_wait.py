@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 _SLICE: Final = 0.05
 _SPIN: Final = 1e-3  # a host-function wake-up costs about 0.1 ms: short waits poll instead
 _SETTLE: Final = 5e-3  # the most a wait lets its posting host function take to return
-MAIN_THREAD = threading.main_thread().ident
 
 #: ``launch(ptr, direct)``: enqueue something on a stream, behind the work to wait for.
 Launch = Callable[[int, bool], None]
@@ -190,10 +189,7 @@ def give_back(waiter: Waiter | None) -> None:
 
 
 def _after_fork_in_child() -> None:
-    # The parent's waiter streams are not this process's, and the thread that
-    # forked is the child's main thread.
-    global MAIN_THREAD
-    MAIN_THREAD = threading.get_ident()
+    # The parent's waiter streams are not this process's.
     _idle_waiters.clear()
     _local.address = 0
 

@@ -23,6 +23,7 @@ __all__ = [
     "header_lines",
     "pending_callbacks",
     "prepare_fault",
+    "requested_backend",
     "simulated_device_count",
 ]
 
@@ -30,6 +31,11 @@ __all__ = [
 def gpu_required_by_environment() -> bool:
     """``EXTSTREAM_REQUIRE_GPU``: True, False, or ``ValueError`` naming a bad value."""
     return _config.gpu_required()
+
+
+def requested_backend() -> str:
+    """``EXTSTREAM_BACKEND`` as extstream reads it: ``"cuda"`` (also when unset) or ``"sim"``."""
+    return _config.backend()
 
 
 def simulated_device_count() -> int:

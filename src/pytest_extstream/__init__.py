@@ -97,7 +97,7 @@ def _driver_device_count() -> int:
 
 def _simulating(args: list[str], config: pytest.Config) -> bool:
     if os.environ.get("EXTSTREAM_BACKEND"):
-        return os.environ["EXTSTREAM_BACKEND"].strip().lower() == "sim"
+        return testing.requested_backend() == "sim"
     return "--extstream-sim" in args or bool(
         config.getini("extstream_sim_without_gpu")
         and "--require-gpu" not in args
