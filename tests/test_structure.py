@@ -42,6 +42,15 @@ def test_both_backends_offer_the_same_names_with_the_same_signatures() -> None:
         ), name
 
 
+@pytest.mark.parametrize("backend", [_cuda, _sim])
+def test_an_ipc_event_handle_round_trips_its_64_bytes(backend: ModuleType) -> None:
+    # No driver needed: the real seam fills and reads the installed cuda-bindings'
+    # cudaIpcEventHandle_t (13.4 dropped its `reserved` field, which 13.3 had).
+    data = bytes(range(backend.IPC_HANDLE_BYTES))
+    assert backend.ipc_handle_bytes(backend.ipc_handle_from_bytes(data)) == data
+    assert backend.ipc_handle_bytes(backend.ipc_handle_from_bytes(bytes(64))) == bytes(64)
+
+
 @pytest.mark.parametrize("name", extstream.__all__)
 def test_public_names_live_in_extstream(name: str) -> None:
     obj = getattr(extstream, name)

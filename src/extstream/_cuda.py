@@ -64,6 +64,7 @@ __all__ = [
     "EVENT_DISABLE_TIMING",
     "EVENT_INTERPROCESS",
     "GRAPH_USER_OBJECT_MOVE",
+    "IPC_HANDLE_BYTES",
     "NOT_READY",
     "NOT_READY_STATUS",
     "STREAM_NON_BLOCKING",
@@ -111,7 +112,8 @@ __all__ = [
     "event_t",
     "handle_is_valid",
     "host_fn_t",
-    "ipc_event_handle_t",
+    "ipc_handle_bytes",
+    "ipc_handle_from_bytes",
     "launch_host_func",
     "load_driver_entry_points",
     "runtime_module",
@@ -167,10 +169,26 @@ cudaGraphRetainUserObject = _rt.cudaGraphRetainUserObject
 USER_OBJECT_NO_DESTRUCTOR_SYNC: Final = int(_rt.cudaUserObjectFlags.cudaUserObjectNoDestructorSync)
 GRAPH_USER_OBJECT_MOVE: Final = int(_rt.cudaUserObjectRetainFlags.cudaGraphUserObjectMove)
 cudaRuntimeGetVersion = _rt.cudaRuntimeGetVersion
-# Events shared between processes: a 64-byte handle (``.reserved``).
+# Events shared between processes: a 64-byte handle.
 cudaIpcGetEventHandle = _rt.cudaIpcGetEventHandle
 cudaIpcOpenEventHandle = _rt.cudaIpcOpenEventHandle
-ipc_event_handle_t = _rt.cudaIpcEventHandle_t
+IPC_HANDLE_BYTES: Final = 64  # CUDA_IPC_HANDLE_SIZE
+
+
+def ipc_handle_bytes(handle: Any) -> bytes:
+    """The 64 bytes of a ``cudaIpcEventHandle_t``.
+
+    Read through ``getPtr()``: cuda-bindings 13.4 dropped the ``reserved``
+    field that 12.x and 13.0-13.3 have; every version has ``getPtr()``.
+    """
+    return ctypes.string_at(handle.getPtr(), IPC_HANDLE_BYTES)
+
+
+def ipc_handle_from_bytes(data: bytes) -> Any:
+    """A ``cudaIpcEventHandle_t`` holding *data* (64 bytes, checked by the caller)."""
+    handle = _rt.cudaIpcEventHandle_t()
+    ctypes.memmove(handle.getPtr(), data, IPC_HANDLE_BYTES)
+    return handle
 
 #: The cuda.bindings modules themselves: ``python -m extstream bench`` times
 #: their raw calls beside extstream's (None on the simulator).

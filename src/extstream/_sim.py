@@ -67,6 +67,7 @@ __all__ = [
     "EVENT_DISABLE_TIMING",
     "EVENT_INTERPROCESS",
     "GRAPH_USER_OBJECT_MOVE",
+    "IPC_HANDLE_BYTES",
     "NOT_READY",
     "NOT_READY_STATUS",
     "PRIORITY_RANGE",
@@ -122,7 +123,8 @@ __all__ = [
     "history",
     "host_fn_t",
     "inject_error",
-    "ipc_event_handle_t",
+    "ipc_handle_bytes",
+    "ipc_handle_from_bytes",
     "launch_host_func",
     "load_driver_entry_points",
     "reset_device",
@@ -587,11 +589,22 @@ def cudaGetDeviceProperties(device: int) -> tuple[Any, ...]:
     return SUCCESS, _Properties(_PHYSICAL[device])
 
 
-class ipc_event_handle_t:
+IPC_HANDLE_BYTES: Final = 64
+
+
+class _IpcEventHandle:
     """cudaIpcEventHandle_t: 64 opaque bytes."""
 
-    def __init__(self) -> None:
-        self.reserved = bytes(64)
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+def ipc_handle_bytes(handle: _IpcEventHandle) -> bytes:
+    return handle.data
+
+
+def ipc_handle_from_bytes(data: bytes) -> _IpcEventHandle:
+    return _IpcEventHandle(bytes(data))
 
 
 def cudaIpcGetEventHandle(handle: int) -> tuple[Any, ...]:
@@ -599,7 +612,7 @@ def cudaIpcGetEventHandle(handle: int) -> tuple[Any, ...]:
     return (_E.cudaErrorNotSupported, None)
 
 
-def cudaIpcOpenEventHandle(ipc_handle: ipc_event_handle_t) -> tuple[Any, ...]:
+def cudaIpcOpenEventHandle(ipc_handle: _IpcEventHandle) -> tuple[Any, ...]:
     return (_E.cudaErrorNotSupported, None)
 
 

@@ -724,7 +724,7 @@ class Event:
                 f"{self!r} is not interprocess: make it with Event(interprocess=True) to share it"
             )
         handle = call(_cuda.cudaIpcGetEventHandle, _cuda.event_t(self._prepare()))
-        return bytes(handle.reserved)
+        return _cuda.ipc_handle_bytes(handle)
 
     @classmethod
     def from_ipc_handle(cls, data: bytes, device_id: int | None = None) -> Event:
@@ -732,10 +732,9 @@ class Event:
         (None: the current device). This process owns the opened handle."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"an IPC event handle is 64 bytes, not {data!r}")
-        if len(data) != _IPC_HANDLE_BYTES:
+        if len(data) != _cuda.IPC_HANDLE_BYTES:
             raise ValueError(f"an IPC event handle is 64 bytes, not {len(data)}: {bytes(data)!r}")
-        handle = _cuda.ipc_event_handle_t()
-        handle.reserved = bytes(data)
+        handle = _cuda.ipc_handle_from_bytes(bytes(data))
         device, ptr = _device.create_on(device_id, _cuda.cudaIpcOpenEventHandle, handle)
         event = cls.__new__(cls)
         flags = _cuda.EVENT_INTERPROCESS | _cuda.EVENT_DISABLE_TIMING
@@ -751,9 +750,6 @@ class Event:
                 "(an Event(interprocess=True) pickles as its IPC handle)"
             )
         return (_open_shared_event, (self.ipc_handle(), self._device))
-
-
-_IPC_HANDLE_BYTES: Final = 64
 
 
 def _open_shared_event(data: bytes, device_id: int) -> Event:
