@@ -2,13 +2,10 @@
 
 Measures, on one idle non-blocking stream made by CuPy and wrapped by extstream:
 
-- burst: microseconds per callback when 20,000 are launched back to back, from
-  the first launch until the last callback ran (extstream ``hold_stream=True``,
-  ``hold_stream=False``, CuPy ``launch_host_func``);
-- wake-up: microseconds from launching one callback on an idle stream until it
-  runs (median of 300);
-- ``await stream`` on an idle stream, and ``synchronize()`` on one that is busy
-  for 1 ms (the interruptible wait's overhead), in microseconds;
+- burst and wake-up per callback, and ``await stream`` on an idle stream, with
+  the functions ``python -m extstream bench`` uses for its callback table;
+- ``synchronize()`` on a stream that is busy for 1 ms (the interruptible wait's
+  overhead), in microseconds;
 - memory: RSS growth over 1,000,000 callbacks (launched in chunks of 10,000).
 
 Medians of several batches. Run on a GPU machine:
@@ -18,66 +15,17 @@ Medians of several batches. Run on a GPU machine:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import statistics
-import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 import cupy
 import torch
 from cuda.bindings import runtime
 
 import extstream
-
-Launch = Callable[[Callable[[Any], object], object], None]
-
-
-def burst_us(launch: Launch, n: int) -> float:
-    finished = threading.Event()
-    last = n - 1
-
-    def callback(i: object) -> None:
-        if i == last:
-            finished.set()
-
-    started = time.perf_counter()
-    for i in range(n):
-        launch(callback, i)
-    if not finished.wait(120):
-        raise RuntimeError("callbacks did not finish")
-    return (time.perf_counter() - started) / n * 1e6
-
-
-def wake_up_us(launch: Launch, stream: extstream.ExternalStream, repeats: int) -> float:
-    samples = []
-    ran = threading.Event()
-    stamp = [0.0]
-
-    def callback(_: object) -> None:
-        stamp[0] = time.perf_counter()
-        ran.set()
-
-    for _ in range(repeats):
-        stream.synchronize()
-        ran.clear()
-        started = time.perf_counter()
-        launch(callback, None)
-        ran.wait(5)
-        samples.append((stamp[0] - started) * 1e6)
-    return statistics.median(samples)
-
-
-def await_idle_us(stream: extstream.ExternalStream, repeats: int) -> float:
-    async def main() -> float:
-        started = time.perf_counter()
-        for _ in range(repeats):
-            await stream
-        return (time.perf_counter() - started) / repeats * 1e6
-
-    return asyncio.run(main())
+from extstream._bench import Launch, await_idle_us, burst_us, wake_up_us
 
 
 def busy_synchronize_us(stream: extstream.ExternalStream, repeats: int) -> tuple[float, float]:
@@ -147,7 +95,7 @@ def main() -> None:
         for name, launch in ways.items():  # interleaved, so drift hits every way alike
             burst[name].append(burst_us(launch, args.n))
             stream.synchronize()
-    wake = {name: wake_up_us(launch, stream, 300) for name, launch in ways.items()}
+    wake = {name: wake_up_us(launch, stream.synchronize, 300) for name, launch in ways.items()}
     cupy_burst = statistics.median(burst["CuPy launch_host_func"])
     cupy_wake = wake["CuPy launch_host_func"]
     print(

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from extstream import _bench, _device, _stream, get_current_stream, sim
-from extstream._bench import EXT, RT, Result, Row, Stats
+from extstream import Stream, _bench, _device, _stream, get_current_stream, sim
+from extstream._bench import EXT, RT, CallbackRow, Result, Row, Stats
 
 from .conftest import run_interpreter
 
@@ -25,7 +25,14 @@ def _result() -> Result:
             col: Stats(ns, ns * 0.9, ns * 1.2) for col, ns in medians.items() if col in op.stmts
         }
         rows.append(Row(op, stats, {_bench.CUPY: "peer unavailable"}))
-    return Result({"GPU": "Made-up GPU"}, 1000, 5, 9.5, rows)
+    callbacks = [
+        CallbackRow(
+            "burst of 1000 (per callback)",
+            {_bench.HELD: Stats(22.0, 21.0, 25.0), _bench.CUPY_HOST_FUNC: Stats(20.0, 19.0, 21.0)},
+            {_bench.NOTIFY: "made up missing"},
+        )
+    ]
+    return Result({"GPU": "Made-up GPU"}, 1000, 5, 9.5, rows, callbacks, Stats(2.5, 2.0, 3.0))
 
 
 def test_ratio_is_extstream_over_the_fastest_reference() -> None:
@@ -45,6 +52,46 @@ def test_table_and_json_show_every_cell() -> None:
     cells = report["ops"]["done"]["cells"]
     assert cells[EXT]["median_ns"] == 120.0 and cells["CuPy"] == {"na": "peer unavailable"}
     assert report["ops"]["done"]["ratio"] == pytest.approx(1.2)
+
+
+def test_callback_table_and_json_compare_each_mode_with_cupy() -> None:
+    result = _result()
+    burst = next(line for line in _bench.callback_table(result).splitlines() if "burst" in line)
+    assert burst.split()[-5:] == ["22.00", "n/a", "20.00", "1.10x", "-"]
+    assert "await idle stream" in _bench.callback_table(result)
+    report = json.loads(json.dumps(_bench.to_json(result)))
+    row = report["callbacks_us"]["burst of 1000 (per callback)"]
+    assert row["vs_cupy"] == {_bench.HELD: pytest.approx(1.1), _bench.NOTIFY: None}
+    assert row["cells"][_bench.NOTIFY] == {"na": "made up missing"}
+    assert report["await_idle_us"]["median"] == 2.5
+
+
+@pytest.mark.gpu
+def test_callback_rows_time_both_modes_until_every_callback_ran(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_bench, "WAKE_UPS", 20)
+    monkeypatch.setattr(_bench, "AWAITS", 50)
+    owned = Stream()
+    try:
+        rows = _bench.measure_callbacks(_stream.ExternalStream(owned.ptr), None, 200, 2)
+        awaited = _bench.measure_await(_stream.ExternalStream(owned.ptr), 2)
+    finally:
+        owned.close()
+    assert [row.name for row in rows] == ["burst of 200 (per callback)", "wake-up (idle stream)"]
+    for row in rows:
+        assert set(row.stats) == {_bench.HELD, _bench.NOTIFY}
+        assert all(0 < st.min <= st.median <= st.max for st in row.stats.values())
+        assert row.failed == {_bench.CUPY_HOST_FUNC: "peer unavailable"}
+    assert 0 < awaited.min <= awaited.median
+
+
+def test_a_burst_that_never_finishes_fails_instead_of_reporting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_bench, "_CALLBACK_PATIENCE", 0.05)
+    with pytest.raises(RuntimeError, match="did not all run"):
+        _bench.burst_us(lambda callback, arg: None, 3)  # a launch that never calls back
 
 
 def test_plot_writes_a_png(tmp_path: Path) -> None:
@@ -105,6 +152,10 @@ def test_bench_on_a_gpu(tmp_path: Path) -> None:
     for name in ("done", "synchronize", "record(ev)", "wait_event(ev)", "with s: pass"):
         assert report["ops"][name]["cells"][EXT]["median_ns"] > 0
     assert report["ops"]["done"]["ratio"] > 0
+    for name in ("burst of 300 (per callback)", "wake-up (idle stream)"):
+        for way in (_bench.HELD, _bench.NOTIFY, _bench.CUPY_HOST_FUNC):
+            assert report["callbacks_us"][name]["cells"][way]["median"] > 0
+    assert report["await_idle_us"]["median"] > 0
     rows = [line.split() for line in result.stdout.splitlines()]
     assert any(row[:1] == ["done"] and row[-1].endswith("x") for row in rows)  # with its ratio
     if _has_matplotlib():

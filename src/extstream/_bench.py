@@ -4,7 +4,11 @@ What it measures: nanoseconds per call of the stream operations extstream
 wraps -- ``done`` (stream query), ``synchronize``, ``record(ev)``,
 ``wait_event(ev)``, ``Event.done``, ``with s: pass``, ``get_current_stream()`` and
 construction -- for extstream, raw ``cuda.bindings`` runtime and driver calls
-on prebuilt handles, CuPy, PyTorch and cuda.core, whichever are installed.
+on prebuilt handles, CuPy, PyTorch and cuda.core, whichever are installed; then
+host callbacks (microseconds): per callback in a burst of ``--n`` launched back
+to back, until the last one ran, and the wake-up from one launch on an idle
+stream until its callback runs, for extstream's two modes and CuPy's
+``launch_host_func``, and ``await stream`` on an idle stream.
 Everything runs in one process against ONE idle non-blocking stream; every
 implementation wraps its integer handle (with device 0 unless a row says
 otherwise), so only the wrapper cost differs. Callables are bound to plain
@@ -28,6 +32,7 @@ printed in the header.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import contextvars
 import importlib
@@ -35,6 +40,7 @@ import importlib.util
 import json
 import platform
 import statistics
+import threading
 import time
 import timeit
 import warnings
@@ -195,7 +201,10 @@ raw runtime/driver: cuda.bindings calls on a prebuilt cudaStream_t / CUstream (a
 construct(ptr) leaves the device unknown (extstream/CuPy -1, torch None).
 '[several devices]': extstream as with several devices visible (one cudaGetDevice a call).
 ratio = extstream / fastest raw runtime|driver (done .. wait_event),
-        / CuPy (Event.done, with, get_current_stream), / cudaStream_t(ptr) (construct)."""
+        / CuPy (Event.done, with, get_current_stream), / cudaStream_t(ptr) (construct).
+host callbacks: us per callback in a burst launched back to back (until the last ran)
+  and from one launch on an idle stream until its callback starts; extstream held =
+  hold_stream=True, notify = hold_stream=False, CuPy = ExternalStream.launch_host_func."""
 
 
 @dataclass(frozen=True)
@@ -233,6 +242,8 @@ class Result:
     batches: int
     loop_overhead_ns: float
     rows: list[Row]
+    callbacks: list[CallbackRow] = field(default_factory=list)
+    await_idle_us: Stats | None = None
 
 
 # --- one namespace per column; a set-up that raises marks the column n/a ---
@@ -327,6 +338,124 @@ PEERS: Final[dict[str, Callable[[int], tuple[Namespace, str]]]] = {
     TORCH: _torch_ns,
     CORE: _cuda_core_ns,
 }
+
+
+# --- host callbacks, in microseconds ---
+
+HELD, NOTIFY, CUPY_HOST_FUNC = "extstream held", "extstream notify", "CuPy"
+CALLBACK_WAYS: Final = (HELD, NOTIFY, CUPY_HOST_FUNC)
+WAKE_UPS: Final = 300  # wake-ups timed per way and batch
+AWAITS: Final = 2000  # awaits of an idle stream timed per batch
+Launch = Callable[[Callable[[Any], object], object], None]
+
+
+@dataclass(frozen=True)
+class CallbackRow:
+    """One callback measurement: µs per way (median, min, max of the batches)."""
+
+    name: str
+    stats: dict[str, Stats]
+    failed: dict[str, str]
+
+    def ratio(self, way: str) -> float | None:
+        """*way*'s median over CuPy's; None if either is missing."""
+        if way not in self.stats or CUPY_HOST_FUNC not in self.stats:
+            return None
+        return self.stats[way].median / self.stats[CUPY_HOST_FUNC].median
+
+
+def _callback_launchers(stream: ExternalStream, cupy_stream: Any) -> dict[str, Launch]:
+    def notify(callback: Callable[[Any], object], arg: object) -> None:
+        stream.launch_host_func(callback, arg, hold_stream=False)
+
+    launchers: dict[str, Launch] = {HELD: stream.launch_host_func, NOTIFY: notify}
+    if cupy_stream is not None:
+        launchers[CUPY_HOST_FUNC] = cupy_stream.launch_host_func
+    return launchers
+
+
+def burst_us(launch: Launch, n: int) -> float:
+    """µs per callback: *n* launched back to back, from the first launch until the last ran."""
+    finished = threading.Event()
+    last = n - 1
+
+    def callback(i: object) -> None:
+        if i == last:
+            finished.set()
+
+    started = time.perf_counter()
+    for i in range(n):
+        launch(callback, i)
+    if not finished.wait(_CALLBACK_PATIENCE):
+        raise RuntimeError(f"{n} callbacks did not all run within {_CALLBACK_PATIENCE} s")
+    return (time.perf_counter() - started) / n * 1e6
+
+
+def wake_up_us(launch: Launch, wait_idle: Callable[[], None], repeats: int) -> float:
+    """Median µs from one launch on an idle stream until its callback starts."""
+    samples = []
+    ran = threading.Event()
+    stamp = [0.0]
+
+    def callback(_: object) -> None:
+        stamp[0] = time.perf_counter()
+        ran.set()
+
+    for _ in range(repeats):
+        wait_idle()
+        ran.clear()
+        started = time.perf_counter()
+        launch(callback, None)
+        if not ran.wait(_CALLBACK_PATIENCE):
+            raise RuntimeError(f"a callback did not run within {_CALLBACK_PATIENCE} s")
+        samples.append((stamp[0] - started) * 1e6)
+    return statistics.median(samples)
+
+
+def await_idle_us(stream: ExternalStream, repeats: int) -> float:
+    """µs per ``await stream`` on an idle stream (one event loop for all of them)."""
+
+    async def awaits() -> float:
+        started = time.perf_counter()
+        for _ in range(repeats):
+            await stream
+        return (time.perf_counter() - started) / repeats * 1e6
+
+    return asyncio.run(awaits())
+
+
+_CALLBACK_PATIENCE: Final = 120.0  # seconds: a GPU that never calls back fails the run
+
+
+def measure_callbacks(
+    stream: ExternalStream, cupy_stream: Any, n: int, batches: int
+) -> list[CallbackRow]:
+    """The burst, wake-up and await rows; each batch interleaves the ways."""
+    launchers = _callback_launchers(stream, cupy_stream)
+    missing = {} if cupy_stream is not None else {CUPY_HOST_FUNC: "peer unavailable"}
+    measurements: dict[str, Callable[[Launch], float]] = {
+        f"burst of {n} (per callback)": lambda launch: burst_us(launch, n),
+        "wake-up (idle stream)": lambda launch: wake_up_us(launch, stream.synchronize, WAKE_UPS),
+    }
+    rows = []
+    for name, measurement in measurements.items():
+        samples: dict[str, list[float]] = {way: [] for way in launchers}
+        for launch in launchers.values():  # warm-up: threads started, code paths taken
+            measurement(launch)
+            stream.synchronize()
+        for _ in range(batches):
+            for way, launch in launchers.items():
+                samples[way].append(measurement(launch))
+                stream.synchronize()
+        stats = {way: Stats(statistics.median(v), min(v), max(v)) for way, v in samples.items()}
+        rows.append(CallbackRow(name, stats, dict(missing)))
+    return rows
+
+
+def measure_await(stream: ExternalStream, batches: int) -> Stats:
+    """µs per ``await stream`` on an idle stream (CuPy's streams cannot be awaited)."""
+    samples = [await_idle_us(stream, AWAITS) for _ in range(batches)]
+    return Stats(statistics.median(samples), min(samples), max(samples))
 
 
 # --- measurement ---
@@ -428,6 +557,8 @@ def run(n: int, batches: int, progress: Callable[[str], None] = print) -> Result
         call(runtime.cudaStreamSynchronize, h)
 
     rows: list[Row] = []
+    callbacks: list[CallbackRow] = []
+    await_idle: Stats | None = None
     try:
         with warnings.catch_warnings():
             # CuPy 14 deprecates ExternalStream and warns on every construction.
@@ -460,10 +591,21 @@ def run(n: int, batches: int, progress: Callable[[str], None] = print) -> Result
                         )
                     elif col in row.failed:
                         progress(f"{op.name:24}{col:12}      n/a  ({row.failed[col]})")
+            if EXT in namespaces:
+                stream, cupy_stream = namespaces[EXT]["s"], namespaces.get(CUPY, {}).get("s")
+                callbacks = measure_callbacks(stream, cupy_stream, n, batches)
+                for callback_row in callbacks:
+                    for way, st in callback_row.stats.items():
+                        progress(
+                            f"{callback_row.name:30}{way:18}{st.median:8.2f} us"
+                            f"  (min {st.min:.2f}, max {st.max:.2f})"
+                        )
+                await_idle = measure_await(stream, batches)
+                progress(f"{'await idle stream':30}{EXT:18}{await_idle.median:8.2f} us")
     finally:
         call(runtime.cudaEventDestroy, ev)
         call(runtime.cudaStreamDestroy, h)
-    return Result(info, n, batches, loop_ns, rows)
+    return Result(info, n, batches, loop_ns, rows, callbacks, await_idle)
 
 
 # --- reporting ---
@@ -494,6 +636,28 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def callback_table(result: Result) -> str:
+    """The host-callback table: median µs per way and each extstream way over CuPy."""
+    header = f"{'host callbacks (us)':30}" + "".join(f"{way:>18}" for way in CALLBACK_WAYS)
+    lines = [header + f"{'held/CuPy':>11}{'notify/CuPy':>13}", "-" * (len(header) + 24)]
+    for row in result.callbacks:
+        cells = [
+            f"{row.stats[way].median:.2f}" if way in row.stats else "n/a" for way in CALLBACK_WAYS
+        ]
+        ratios = [row.ratio(way) for way in (HELD, NOTIFY)]
+        lines.append(
+            f"{row.name:30}"
+            + "".join(f"{cell:>18}" for cell in cells)
+            + "".join(
+                f"{'-' if r is None else f'{r:.2f}x':>{w}}"
+                for r, w in zip(ratios, (11, 13), strict=True)
+            )
+        )
+    if result.await_idle_us is not None:
+        lines.append(f"{'await idle stream':30}{result.await_idle_us.median:>18.2f}")
+    return "\n".join(lines)
+
+
 def to_json(result: Result) -> dict[str, Any]:
     """Every cell's statement and median/min/max ns, the ratios and the machine."""
     return {
@@ -521,6 +685,27 @@ def to_json(result: Result) -> dict[str, Any]:
                 "ratio": row.ratio,
             }
             for row in result.rows
+        },
+        "callbacks_us": {
+            row.name: {
+                "cells": {
+                    way: (
+                        {"median": st.median, "min": st.min, "max": st.max}
+                        if (st := row.stats.get(way)) is not None
+                        else {"na": row.failed.get(way, "not measured")}
+                    )
+                    for way in CALLBACK_WAYS
+                },
+                "vs_cupy": {way: row.ratio(way) for way in (HELD, NOTIFY)},
+            }
+            for row in result.callbacks
+        },
+        "await_idle_us": None
+        if result.await_idle_us is None
+        else {
+            "median": result.await_idle_us.median,
+            "min": result.await_idle_us.min,
+            "max": result.await_idle_us.max,
         },
     }
 
@@ -590,7 +775,7 @@ def main(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
             json.dump(to_json(result), out, indent=2)
     if args.plot:
         plot(result, args.plot)
-    print(f"\n{LEGEND}\n\n{table(result.rows)}")
+    print(f"\n{LEGEND}\n\n{table(result.rows)}\n\n{callback_table(result)}")
     if args.plot:
         print(f"\nchart: {args.plot}")
     return 0

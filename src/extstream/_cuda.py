@@ -190,6 +190,7 @@ def ipc_handle_from_bytes(data: bytes) -> Any:
     ctypes.memmove(handle.getPtr(), data, IPC_HANDLE_BYTES)
     return handle
 
+
 #: The cuda.bindings modules themselves: ``python -m extstream bench`` times
 #: their raw calls beside extstream's (None on the simulator).
 runtime_module: Final[Any] = _rt
