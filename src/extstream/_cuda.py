@@ -23,10 +23,10 @@ The CUDA runtime functions extstream uses, and nothing more:
 The hot calls take the cheapest path measured on an H100 (benchmarks/call_paths.py):
 
 - ``stream_query``, ``event_query``, ``stream_is_capturing`` and
-  ``launch_host_func`` call
-  the driver's entry points (``cuStreamQuery`` ...) through ctypes on an int handle, found once with
-  ``cuGetProcAddress``; this skips cuda.bindings' per-call wrapping and
-  releases the GIL. They return the int ``CUresult``.
+  ``launch_host_func`` call the driver's entry points (``cuStreamQuery`` ...)
+  through ctypes on an int handle, found once with ``cuGetProcAddress``; this
+  skips cuda.bindings' per-call wrapping. The queries keep the GIL, the launch
+  releases it (see ``_ENTRY_POINTS``). They return the int ``CUresult``.
 - ``cuEventRecord`` and ``cuStreamWaitEvent`` are cuda.bindings' driver calls on
   prebuilt ``CUevent``/``CUstream`` objects: with two handles, ctypes' argument
   conversion costs more than it saves.
@@ -229,11 +229,17 @@ cuCtxPopCurrent = _driver.cuCtxPopCurrent
 cuCtxGetDevice = _driver.cuCtxGetDevice
 
 _P: Final = ctypes.c_void_p
-_ENTRY_POINTS: Final[dict[str, tuple[str, tuple[Any, ...]]]] = {
-    "stream_query": ("cuStreamQuery", (_P,)),
-    "event_query": ("cuEventQuery", (_P,)),
-    "launch_host_func": ("cuLaunchHostFunc", (_P, _P, _P)),
-    "stream_is_capturing": ("cuStreamIsCapturing", (_P, _P)),
+# The queries never wait, so they keep the GIL (PYFUNCTYPE): no GIL hand-off per
+# call, which costs most when CUDA's thread is waiting for the GIL to run a held
+# callback. A launch may wait for room in CUDA's queue, which CUDA's thread
+# empties only when it gets the GIL: it lets the GIL go (CFUNCTYPE).
+_KEEPS_GIL: Final = ctypes.PYFUNCTYPE
+_LETS_GIL_GO: Final = ctypes.CFUNCTYPE
+_ENTRY_POINTS: Final[dict[str, tuple[str, Any, tuple[Any, ...]]]] = {
+    "stream_query": ("cuStreamQuery", _KEEPS_GIL, (_P,)),
+    "event_query": ("cuEventQuery", _KEEPS_GIL, (_P,)),
+    "launch_host_func": ("cuLaunchHostFunc", _LETS_GIL_GO, (_P, _P, _P)),
+    "stream_is_capturing": ("cuStreamIsCapturing", _KEEPS_GIL, (_P, _P)),
 }
 #: The names of the ctypes driver calls.
 DIRECT_CALLS: Final = frozenset(_ENTRY_POINTS)
@@ -265,7 +271,7 @@ def load_driver_entry_points() -> bool:
         functions: dict[str, Any] = {}
         try:
             _driver.cuInit(0)
-            for name, (symbol, argtypes) in _ENTRY_POINTS.items():
+            for name, (symbol, function_type, argtypes) in _ENTRY_POINTS.items():
                 err, address, _ = _driver.cuGetProcAddress(
                     symbol.encode(),
                     12000,
@@ -273,7 +279,7 @@ def load_driver_entry_points() -> bool:
                 )
                 if err != CU_SUCCESS or not int(address):
                     break
-                functions[name] = ctypes.CFUNCTYPE(ctypes.c_int, *argtypes)(int(address))
+                functions[name] = function_type(ctypes.c_int, *argtypes)(int(address))
         except Exception:  # noqa: S110 - no driver library: the runtime path reports it
             pass
         complete = len(functions) == len(_ENTRY_POINTS)
