@@ -140,6 +140,45 @@ def test_wait_for_another_stream(stream: Stream) -> None:
     other.close()
 
 
+def test_waits_on_streams_reuse_one_event_yet_keep_what_each_waits_for(
+    stream: Stream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    slow, idle, third = Stream(), Stream(), Stream()
+    third.wait(idle)  # this thread's marker event of device 0 exists from here on
+    created: list[int] = []
+    original = backend.cudaEventCreateWithFlags
+
+    def counting(*args: object) -> object:
+        created.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(backend, "cudaEventCreateWithFlags", counting)
+    sleep_on(slow, 1.0)
+    stream.wait(slow)  # the marker recorded on the busy stream
+    third.wait(idle)  # ... and recorded anew on an idle one
+    third.synchronize()
+    assert not stream.done  # still behind slow's work: the re-record did not move its wait
+    slow.synchronize()
+    stream.synchronize()
+    assert created == []  # no event made (or destroyed) per wait
+    for each in (slow, idle, third):
+        each.close()
+
+
+def test_each_thread_waits_with_its_own_marker(stream: Stream) -> None:
+    other, busy = Stream(), Stream()
+    sleep_on(busy, 1.0)
+    stream.wait(busy)
+    thread = threading.Thread(target=other.wait, args=(Stream(),))
+    thread.start()
+    thread.join()
+    assert not stream.done  # the other thread's wait recorded no event this one uses
+    busy.synchronize()
+    stream.synchronize()
+    other.close()
+    busy.close()
+
+
 def test_event_timing_and_errors(stream: Stream) -> None:
     start, end = Event(timing=True), Event(timing=True)
     start.record(stream)

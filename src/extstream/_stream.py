@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import functools
 import html
+import os
+import threading
 from collections.abc import Callable, Generator, Iterator
 from typing import Any, Final, NoReturn, TypeVar
 
@@ -272,9 +274,16 @@ class ExternalStream:
             self.wait_event(other)
             return
         stream = as_stream(other)
-        with Event(device_id=stream.device_id) as marker:
-            stream.record(marker)
-            self.wait_event(marker)
+        device = stream.device_id
+        markers = _markers.by_device
+        marker = markers.get(device)
+        if marker is None:
+            marker = markers[device] = Event(device_id=device)
+        # One event per thread and device, recorded anew each time: a wait takes
+        # the record that is the event's latest when it is enqueued, so reusing
+        # the event cannot change what an earlier wait waits for.
+        stream.record(marker)
+        self.wait_event(marker)
 
     # -- arrays that cross with a stream (CUDA Array Interface v3, DLPack) -----
 
@@ -783,6 +792,24 @@ def as_stream(obj: object, device_id: int = -1) -> ExternalStream:
     if isinstance(obj, ExternalStream) and device_id in (-1, obj._device):
         return obj
     return ExternalStream(obj, device_id)
+
+
+class _Markers(threading.local):
+    """Each thread's marker events of :meth:`ExternalStream.wait`, by device."""
+
+    def __init__(self) -> None:
+        self.by_device: dict[int, Event] = {}
+
+
+_markers = _Markers()
+
+
+def _after_fork_in_child() -> None:
+    global _markers  # the parent's events mean nothing in the child
+    _markers = _Markers()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 # -- the current stream ---------------------------------------------------------
