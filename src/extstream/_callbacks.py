@@ -85,25 +85,24 @@ def _run(entry: Entry, replay: bool = False) -> None:
         report_unraisable(exc, "Exception ignored in extstream host callback", function)
 
 
-def _holding_stream(run: Callable[[], None]) -> None:
+def _run_holding_stream(entry: Entry, replay: bool = False) -> None:
+    """Run an entry on CUDA's host-function thread, where blocking waits must refuse."""
     ident = threading.get_ident()
     callback_threads.add(ident)
     try:
-        run()
+        _run(entry, replay)
     finally:
         callback_threads.discard(ident)
 
 
 def _run_held(key: int) -> None:
-    entry = _held.pop(key)
-    _holding_stream(lambda: _run(entry))
+    _run_holding_stream(_held.pop(key))
 
 
 def _run_captured(key: int) -> None:
     item = _captured.get(key)
     if item is not None:
-        entry = item[0]
-        _holding_stream(lambda: _run(entry, replay=True))
+        _run_holding_stream(item[0], replay=True)
 
 
 def _notify_captured(key: int) -> None:
