@@ -4,9 +4,10 @@
 #
 #   OUT=/tmp/gpu-logs bash benchmarks/gpu_check.sh
 #
-# CUDA12_WHEELS=DIR (a folder with a cuda-bindings 12.9 wheel) runs the suite again
-# with it; PREVIOUS_SRC=DIR (the src/ of an earlier checkout) benches it beside this
-# one, back to back on the same machine.
+# BINDINGS_WHEELS=DIR (a folder of cuda-bindings wheels, e.g. 12.9.10 and the newest
+# 13.x, whose IPC handle type differs from the machine's 13.3) runs the suite again
+# with each; PREVIOUS_SRC=DIR (the src/ of an earlier checkout) benches it beside
+# this one, back to back on the same machine.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/extstream-gpu}
@@ -31,11 +32,14 @@ run callbacks python3 benchmarks/callbacks.py
 if [ -n "${PREVIOUS_SRC:-}" ]; then
   run bench-previous env PYTHONPATH="$PREVIOUS_SRC" python3 -m extstream bench
 fi
-if [ -n "${CUDA12_WHEELS:-}" ]; then
-  rm -rf "$OUT/cuda12" && mkdir -p "$OUT/cuda12"
-  python3 -m pip install -q --no-deps --no-index --target "$OUT/cuda12" \
-    "$CUDA12_WHEELS"/cuda_bindings-12*.whl > "$OUT/cuda12-install.txt" 2>&1
-  run tests-cuda12 env PYTHONPATH="$OUT/cuda12:src" EXTSTREAM_REQUIRE_GPU=1 \
+for wheel in "${BINDINGS_WHEELS:-/nonexistent}"/cuda_bindings-*.whl; do
+  [ -f "$wheel" ] || continue
+  version=$(basename "$wheel" | cut -d- -f2)
+  target="$OUT/bindings-$version"
+  rm -rf "$target" && mkdir -p "$target"
+  python3 -m pip install -q --no-deps --no-index --target "$target" "$wheel" \
+    > "$target-install.txt" 2>&1
+  run "tests-bindings-$version" env PYTHONPATH="$target:src" EXTSTREAM_REQUIRE_GPU=1 \
     python3 -m pytest -q -p no:cacheprovider -rs tests
-fi
+done
 exit $status
