@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import os
 import warnings
 
 import pytest
@@ -142,3 +143,75 @@ def test_a_torch_generic_stream_is_wrapped() -> None:
         stream_id=native.stream_id, device_index=native.device_index, device_type=1
     )  # torch 2's device-generic class: no __cuda_stream__
     assert ExternalStream(generic).ptr == native.cuda_stream
+
+
+# -- data handed between frameworks' streams, checked by its values -------------------
+
+N = 1 << 22  # elements: long enough that a read racing the write would see the old data
+
+
+def _fresh_value() -> int:
+    # A value no earlier test left in recycled pool memory.
+    return int.from_bytes(os.urandom(4), "little") | 1
+
+
+def test_a_consumer_reads_a_cupy_producers_data_after_wait_for_array() -> None:
+    cupy = pytest.importorskip("cupy")
+    value = _fresh_value()
+    producer = cupy.cuda.Stream(non_blocking=True)
+    consumer = Stream()
+    with producer:  # CuPy exports its current stream in the CAI (v3)
+        sleep_on(as_stream(producer), 0.3)
+        x = cupy.full(N, value, dtype=cupy.int64)  # written only after the sleep
+        assert x.__cuda_array_interface__["stream"] == producer.ptr
+        consumer.wait_for_array(x)
+    with cupy.cuda.Stream.from_external(consumer):
+        complete = (x == value).all()  # CuPy itself does not wait: only the stream order
+    consumer.synchronize()
+    assert bool(complete)
+    consumer.close()
+
+
+def test_a_consumer_reads_a_numba_producers_data_after_wait_for_array() -> None:
+    cupy = pytest.importorskip("cupy")
+    numba_cuda = pytest.importorskip("numba.cuda")
+    numpy = pytest.importorskip("numpy")
+    value = _fresh_value()
+    producer = numba_cuda.stream()
+    consumer = Stream()
+    device_array = numba_cuda.device_array(N, dtype=numpy.int64, stream=producer)
+    host = numba_cuda.pinned_array(N, dtype=numpy.int64)  # pinned: the copy is truly async
+    host[:] = value
+    sleep_on(as_stream(producer), 0.3)
+    device_array.copy_to_device(host, stream=producer)  # runs only after the sleep
+    interface = device_array.__cuda_array_interface__
+    assert interface["stream"] == as_stream(producer).ptr
+    consumer.wait_for_array(device_array)
+    # A CuPy view of the raw memory: cupy.asarray would wait for the producer itself.
+    memory = cupy.cuda.UnownedMemory(interface["data"][0], N * 8, device_array)
+    view = cupy.ndarray((N,), cupy.int64, cupy.cuda.MemoryPointer(memory, 0))
+    with cupy.cuda.Stream.from_external(consumer):
+        complete = (view == value).all()
+    consumer.synchronize()
+    assert bool(complete)
+    consumer.close()
+
+
+def test_the_producer_overwrites_only_after_the_consumer_read_in_using_array() -> None:
+    cupy = pytest.importorskip("cupy")
+    old, new = _fresh_value(), _fresh_value() + 2
+    producer = cupy.cuda.Stream(non_blocking=True)
+    consumer = Stream()
+    with producer:
+        x = cupy.full(N, old, dtype=cupy.int64)
+    # using_array reads the CAI, which names CuPy's current stream: the producer.
+    with producer, consumer.using_array(x), cupy.cuda.Stream.from_external(consumer):
+        sleep_on(consumer, 0.3)  # the consumer is slow to read
+        saw_old = (x == old).all()
+    with producer:
+        x.fill(new)  # queued at once, run only after the consumer's read
+    producer.synchronize()
+    consumer.synchronize()
+    assert bool(saw_old)
+    assert bool((x == new).all())
+    consumer.close()
