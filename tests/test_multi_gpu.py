@@ -7,6 +7,7 @@ simulator with ``EXTSTREAM_SIM_DEVICES=2`` (the last test starts that run).
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -146,6 +147,23 @@ def test_framework_streams_of_device_1_wrap_with_their_device() -> None:
     assert as_stream(cupy_stream).device_id == 1
 
 
+@two_devices
+def test_a_fault_on_device_1_leaves_device_0s_waits_and_callbacks_alone() -> None:
+    # The stress suite's scenario: device 0 busy with a held and a notified callback
+    # and a record; device 1 faults; device 0's waits (threads, await) and new work
+    # succeed and its callbacks run, while device 1's wait raises the fault.
+    name = "two devices: a fault on device 1"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "stress.py"), "--json", "--only", name],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    report = json.loads(result.stdout)["scenarios"][name]
+    assert report["ok"] and not report.get("not_run"), report
+
+
 def test_two_simulated_devices_run_the_multi_gpu_tests() -> None:
     if os.environ.get("EXTSTREAM_SIM_DEVICES"):
         pytest.skip("this is the run it starts")
@@ -175,4 +193,4 @@ def test_two_simulated_devices_run_the_multi_gpu_tests() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:]
-    assert "5 passed, 3 skipped" in result.stdout, result.stdout[-3000:]
+    assert "6 passed, 3 skipped" in result.stdout, result.stdout[-3000:]
