@@ -44,24 +44,27 @@ _torch_streams: list[Any] = []  # torch's allocator may use them after a test: n
 
 
 @contextmanager
-def capture() -> Iterator[tuple[extstream.ExternalStream, list[Captured]]]:
-    """A stream, and capture of what the block queues on it (torch on a GPU, extstream.sim
-    otherwise); after the block, the list holds the graph."""
+def capture(device: int = 0) -> Iterator[tuple[extstream.ExternalStream, list[Captured]]]:
+    """A stream of *device*, and capture of what the block queues on it (torch on a GPU,
+    extstream.sim otherwise); after the block, the list holds the graph. The current
+    device stays as it was."""
     graphs: list[Captured] = []
     if sim.active():
-        stream = extstream.Stream()
+        stream = extstream.Stream(device)
         with sim.capture(stream) as captured:
             yield stream, graphs
         graph = captured[0]
         graphs.append(Captured(lambda: graph.replay(stream), graph.destroy))
         return
     torch = pytest.importorskip("torch")
-    torch_stream = torch.cuda.Stream()
+    with torch.cuda.device(device):
+        torch_stream = torch.cuda.Stream()
+        torch_graph: Any = torch.cuda.CUDAGraph()
     _torch_streams.append(torch_stream)
-    torch_graph: Any = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(torch_graph, stream=torch_stream):
-        torch.zeros(4, device="cuda").add_(1)  # a graph needs a kernel node too
-        yield extstream.ExternalStream(torch_stream), graphs
+    with torch.cuda.graph(torch_graph, stream=torch_stream):  # makes its device current
+        torch.zeros(4, device=f"cuda:{device}").add_(1)  # a graph needs a kernel node too
+        with torch.cuda.device(0):  # the caller's view: device 0 current
+            yield extstream.ExternalStream(torch_stream), graphs
     holder = [torch_graph]
     graphs.append(Captured(torch_graph.replay, holder.clear))
 

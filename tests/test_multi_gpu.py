@@ -19,7 +19,7 @@ import extstream
 from extstream import ExternalStream, Stream, as_stream, get_current_stream
 
 from .conftest import ROOT
-from .gpu_helpers import sleep_on, torch_or_skip, wait_until
+from .gpu_helpers import capture, sleep_on, torch_or_skip, wait_until
 
 two_devices = pytest.mark.multi_gpu(2)
 
@@ -148,6 +148,18 @@ def test_framework_streams_of_device_1_wrap_with_their_device() -> None:
 
 
 @two_devices
+def test_wrapping_a_capturing_stream_of_device_1_finds_it_and_keeps_the_capture() -> None:
+    # The capture-safe lookup (the stream's context), with device 0 current.
+    with capture(1) as (stream, graphs):
+        wrapped = ExternalStream(stream.ptr)  # device_id=-1: asked from the stream
+        assert extstream._device.current_device() == 0
+        found = wrapped.device_id
+        capturing = wrapped.is_capturing
+    assert (found, capturing) == (1, True)
+    assert graphs  # the capture ended without error: it was still valid
+
+
+@two_devices
 def test_a_fault_on_device_1_leaves_device_0s_waits_and_callbacks_alone() -> None:
     # The stress suite's scenario: device 0 busy with a held and a notified callback
     # and a record; device 1 faults; device 0's waits (threads, await) and new work
@@ -193,4 +205,4 @@ def test_two_simulated_devices_run_the_multi_gpu_tests() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout[-3000:]
-    assert "6 passed, 3 skipped" in result.stdout, result.stdout[-3000:]
+    assert "7 passed, 3 skipped" in result.stdout, result.stdout[-3000:]
