@@ -15,17 +15,36 @@ Medians of several batches. Run on a GPU machine:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import cupy
 import torch
 from cuda.bindings import runtime
 
 import extstream
+from extstream import _callbacks
 from extstream._bench import Launch, await_idle_us, burst_us, wake_up_us
+
+NO_CAPTURE_QUERY = "held, no capture query"
+
+
+@contextlib.contextmanager
+def capture_query_skipped(skip: bool) -> Iterator[None]:
+    """Launch as if no stream were ever captured (what a capture-query-free design gives)."""
+    if not skip:
+        yield
+        return
+    names = vars(_callbacks)  # the name launch() looks up
+    saved = names["is_capturing"]
+    names["is_capturing"] = lambda ptr, direct: False
+    try:
+        yield
+    finally:
+        names["is_capturing"] = saved
 
 
 def busy_synchronize_us(stream: extstream.ExternalStream, repeats: int) -> tuple[float, float]:
@@ -83,6 +102,7 @@ def main() -> None:
     stream = extstream.ExternalStream(native.ptr)
     ways: dict[str, Launch] = {
         "extstream hold_stream=True": stream.launch_host_func,
+        NO_CAPTURE_QUERY: stream.launch_host_func,
         "extstream hold_stream=False": lambda cb, arg: stream.launch_host_func(
             cb, arg, hold_stream=False
         ),
@@ -90,12 +110,17 @@ def main() -> None:
     }
     print(f"extstream {extstream.__version__}, CuPy {cupy.__version__}, torch {torch.__version__}")
     print(f"GPU: {torch.cuda.get_device_name(0)}")
+    print(f"({NO_CAPTURE_QUERY}: unsafe for graphs, it shows what the per-launch query costs)")
     burst = {name: [] for name in ways}  # type: dict[str, list[float]]
     for _ in range(args.batches):
         for name, launch in ways.items():  # interleaved, so drift hits every way alike
-            burst[name].append(burst_us(launch, args.n))
+            with capture_query_skipped(name == NO_CAPTURE_QUERY):
+                burst[name].append(burst_us(launch, args.n))
             stream.synchronize()
-    wake = {name: wake_up_us(launch, stream.synchronize, 300) for name, launch in ways.items()}
+    wake = {}
+    for name, launch in ways.items():
+        with capture_query_skipped(name == NO_CAPTURE_QUERY):
+            wake[name] = wake_up_us(launch, stream.synchronize, 300)
     cupy_burst = statistics.median(burst["CuPy launch_host_func"])
     cupy_wake = wake["CuPy launch_host_func"]
     print(

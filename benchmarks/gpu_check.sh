@@ -29,6 +29,7 @@ run tests env EXTSTREAM_REQUIRE_GPU=1 python3 -m pytest -q -p no:cacheprovider -
 run stress python3 benchmarks/stress.py
 run bench python3 -m extstream bench --json "$OUT/bench.json"
 run callbacks python3 benchmarks/callbacks.py
+run call-paths python3 benchmarks/call_paths.py
 if [ -n "${PREVIOUS_SRC:-}" ]; then
   run bench-previous env PYTHONPATH="$PREVIOUS_SRC" python3 -m extstream bench
 fi
