@@ -47,6 +47,10 @@ def child(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> Child:
     """
     for name in ("EXTSTREAM_BACKEND", "EXTSTREAM_REQUIRE_GPU", "EXTSTREAM_CHECK"):
         monkeypatch.delenv(name, raising=False)
+    # Under `pytest -n`, this test runs in an xdist worker: the child is a session
+    # of its own, not that worker (the plugin reads these to find its worker).
+    for name in ("PYTEST_XDIST_WORKER", "PYTEST_XDIST_WORKER_COUNT", "PYTEST_XDIST_TESTRUNUID"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("PYTHONPATH", str(ROOT / "src"))
 
     def run(source: str, *args: str) -> pytest.RunResult:
