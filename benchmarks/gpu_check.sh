@@ -7,7 +7,8 @@
 # BINDINGS_WHEELS=DIR (a folder of cuda-bindings wheels, e.g. 12.9.10 and the newest
 # 13.x, whose IPC handle type differs from the machine's 13.3) runs the suite again
 # with each; PREVIOUS_SRC=DIR (the src/ of an earlier checkout) benches it beside
-# this one, back to back on the same machine.
+# this one, back to back on the same machine. Steps run most important first, each
+# timed, so that a device session that runs out of time still has the essentials.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/extstream-gpu}
@@ -16,11 +17,13 @@ export PYTHONPATH=src NCCL_NVLS_ENABLE=0
 status=0
 
 run() {  # run NAME COMMAND...: its output in $OUT/NAME.txt, its exit status counted
-  local name=$1
+  local name=$1 started=$SECONDS code=0
   shift
   echo "== $name: $*"
-  "$@" > "$OUT/$name.txt" 2>&1 || { status=1; echo "   exit $? (see $OUT/$name.txt)"; }
+  "$@" > "$OUT/$name.txt" 2>&1 || code=$?
+  [ "$code" = 0 ] || { status=1; echo "   exit $code (see $OUT/$name.txt)"; }
   tail -n 2 "$OUT/$name.txt"
+  echo "   $((SECONDS - started)) s"
 }
 
 nvidia-smi -L > "$OUT/gpus.txt" 2>&1
