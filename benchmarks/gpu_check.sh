@@ -5,8 +5,8 @@
 #   OUT=/tmp/gpu-logs bash benchmarks/gpu_check.sh
 #
 # BINDINGS_WHEELS=DIR (a folder of cuda-bindings wheels, e.g. 12.9.10 and the newest
-# 13.x, whose IPC handle type differs from the machine's 13.3) runs the suite again
-# with each; PREVIOUS_SRC=DIR (the src/ of an earlier checkout) benches it beside
+# 13.x, whose IPC handle type differs from the machine's 13.3, and a cuda-pathfinder
+# wheel new enough for them) runs the suite again with each; PREVIOUS_SRC=DIR (the src/ of an earlier checkout) benches it beside
 # this one, back to back on the same machine. Steps run most important first, each
 # timed, so that a device session that runs out of time still has the essentials.
 set -uo pipefail
@@ -41,8 +41,9 @@ for wheel in "${BINDINGS_WHEELS:-/nonexistent}"/cuda_bindings-*.whl; do
   version=$(basename "$wheel" | cut -d- -f2)
   target="$OUT/bindings-$version"
   rm -rf "$target" && mkdir -p "$target"
+  # with a cuda-pathfinder wheel from the folder, if one is there (13.5 needs >= 1.4.2)
   python3 -m pip install -q --no-deps --no-index --target "$target" "$wheel" \
-    > "$target-install.txt" 2>&1
+    $(ls "$BINDINGS_WHEELS"/cuda_pathfinder-*.whl 2>/dev/null) > "$target-install.txt" 2>&1
   run "tests-bindings-$version" env PYTHONPATH="$target:src" EXTSTREAM_REQUIRE_GPU=1 \
     python3 -m pytest -q -p no:cacheprovider -rs tests
 done
