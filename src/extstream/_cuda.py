@@ -229,10 +229,11 @@ cuCtxPopCurrent = _driver.cuCtxPopCurrent
 cuCtxGetDevice = _driver.cuCtxGetDevice
 
 _P: Final = ctypes.c_void_p
-# The queries never wait, so they keep the GIL (PYFUNCTYPE): no GIL hand-off per
-# call, which costs most when CUDA's thread is waiting for the GIL to run a held
-# callback. A launch may wait for room in CUDA's queue, which CUDA's thread
-# empties only when it gets the GIL: it lets the GIL go (CFUNCTYPE).
+# The queries never wait, so they keep the GIL (PYFUNCTYPE): releasing and taking
+# it back around them costs more than it gives (a thread waiting for the GIL gets
+# it at Python's switch interval all the same). A launch may wait for room in
+# CUDA's queue, which CUDA's thread may need the GIL to empty (a held callback):
+# it lets the GIL go (CFUNCTYPE).
 _KEEPS_GIL: Final = ctypes.PYFUNCTYPE
 _LETS_GIL_GO: Final = ctypes.CFUNCTYPE
 _ENTRY_POINTS: Final[dict[str, tuple[str, Any, tuple[Any, ...]]]] = {
