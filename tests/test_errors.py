@@ -68,6 +68,44 @@ def test_import_touches_no_driver_and_first_use_raises_cuda_error() -> None:
     assert result.stdout.startswith("CudaError cudaError"), result.stdout
 
 
+def test_without_a_driver_every_stream_call_raises_cuda_error() -> None:
+    # cuda.bindings' driver calls raise their own DynamicLibNotFoundError where no
+    # driver library exists; extstream's error contract is CudaError, for every
+    # call. The handles are readable memory (so they pass the address probe) but no
+    # stream or event: with CUDA_VISIBLE_DEVICES="" no call may reach a driver.
+    code = """
+import ctypes, extstream
+memory = [ctypes.create_string_buffer(64) for _ in range(2)]
+stream_ptr, event_ptr = (ctypes.addressof(m) for m in memory)
+stream = extstream.ExternalStream(stream_ptr, 0)
+calls = {
+    "wait_event": lambda: stream.wait_event(event_ptr),
+    "record": lambda: stream.record(event_ptr),
+    "wait": lambda: stream.wait(extstream.ExternalStream(event_ptr, 0)),
+    "done": lambda: stream.done,
+    "synchronize": stream.synchronize,
+    "launch_host_func": lambda: stream.launch_host_func(print, None),
+    "is_capturing": lambda: stream.is_capturing,
+    "priority": lambda: stream.priority,
+    "device_id": lambda: extstream.ExternalStream(stream_ptr).device_id,
+    "Event.done": lambda: extstream.Event.from_handle(event_ptr, 0).done,
+    "Event.synchronize": lambda: extstream.Event.from_handle(event_ptr, 0).synchronize(),
+}
+for name, call in calls.items():
+    try:
+        call()
+        print(name, "no error")
+    except extstream.CudaError as exc:
+        print(name, "CudaError")
+    except Exception as exc:
+        print(name, type(exc).__name__, exc)
+"""
+    result = run_python(code, env={"CUDA_VISIBLE_DEVICES": "", "EXTSTREAM_BACKEND": "cuda"})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 11 and all(line.endswith(" CudaError") for line in lines), lines
+
+
 def test_bad_environment_flag_is_named() -> None:
     result = run_python("import extstream", env={"EXTSTREAM_CHECK": "maybe"})
     assert result.returncode != 0

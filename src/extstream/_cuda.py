@@ -36,6 +36,9 @@ any status but success (and not-ready, for queries) by repeating the call
 through the runtime, which sets up the primary context and gives the runtime's
 error. The first call of any of them binds them all; where there is no driver,
 they become stand-ins that report failure, so that the runtime path is taken.
+cuda.bindings' own driver calls raise (not return) an error where no driver
+library exists, so a stream takes the direct path only once
+:func:`load_driver_entry_points` succeeded.
 """
 
 from __future__ import annotations
@@ -271,8 +274,9 @@ def load_driver_entry_points() -> bool:
         _load_tried = True
         functions: dict[str, Any] = {}
         try:
-            _driver.cuInit(0)
-            for name, (symbol, function_type, argtypes) in _ENTRY_POINTS.items():
+            # No device or no usable driver (cuInit fails): the runtime path reports it.
+            entries = _ENTRY_POINTS.items() if _driver.cuInit(0)[0] == CU_SUCCESS else ()
+            for name, (symbol, function_type, argtypes) in entries:
                 err, address, _ = _driver.cuGetProcAddress(
                     symbol.encode(),
                     12000,

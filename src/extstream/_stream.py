@@ -141,14 +141,17 @@ class ExternalStream:
             )
 
     def _prepare(self) -> bool:
-        """Check the handle; whether calls may then use it directly (``_handle`` set).
+        """Check the handle; whether calls may then use it directly (``_handle`` set),
+        which also needs the driver's entry points (else the runtime's ``CudaError``).
 
         Special handles mean "of the current device", so with several devices
         they keep ``_handle`` None and every call is dispatched to their device.
         """
         ptr = self._ptr
         _handles.check_handle(ptr, "stream")
-        if ptr > 2 or _device.device_count() == 1:
+        if (ptr > 2 or _device.device_count() == 1) and (
+            _cuda.direct_driver_calls or _cuda.load_driver_entry_points()
+        ):  # without a working driver the runtime path gives the CudaError
             self._handle = _cuda.CUstream(ptr)
             return True
         return False
