@@ -42,6 +42,72 @@ def test_both_backends_offer_the_same_names_with_the_same_signatures() -> None:
         ), name
 
 
+SEAM_CALLS = """
+import ctypes
+from extstream import _cuda as c
+rt = c.runtime_module
+memory = [ctypes.create_string_buffer(64) for _ in range(2)]  # readable, if ever read
+stream, event = (ctypes.addressof(m) for m in memory)
+S, E, F = c.stream_t(stream), c.event_t(event), c.host_fn_t(c._native.SEM_POST_ADDRESS)
+calls = {  # name: (call as extstream makes it, results after the error code)
+    "cudaStreamCreateWithPriority": (lambda: c.cudaStreamCreateWithPriority(1, 0), 1),
+    "cudaStreamDestroy": (lambda: c.cudaStreamDestroy(S), 0),
+    "cudaStreamQuery": (lambda: c.cudaStreamQuery(S), 0),
+    "cudaStreamWaitEvent": (lambda: c.cudaStreamWaitEvent(S, E, 0), 0),
+    "cudaStreamGetDevice": (lambda: c.cudaStreamGetDevice(S), 1),
+    "cudaStreamGetPriority": (lambda: c.cudaStreamGetPriority(S), 1),
+    "cudaStreamGetFlags": (lambda: c.cudaStreamGetFlags(S), 1),
+    "cudaStreamIsCapturing": (lambda: c.cudaStreamIsCapturing(S), 1),
+    "cudaStreamGetCaptureInfo": (lambda: c.cudaStreamGetCaptureInfo(S), 3),  # at least
+    "cudaLaunchHostFunc": (lambda: c.cudaLaunchHostFunc(S, F, 5), 0),
+    "cudaEventCreateWithFlags": (lambda: c.cudaEventCreateWithFlags(c.EVENT_DISABLE_TIMING), 1),
+    "cudaEventRecord": (lambda: c.cudaEventRecord(E, S), 0),
+    "cudaEventQuery": (lambda: c.cudaEventQuery(E), 0),
+    "cudaEventElapsedTime": (lambda: c.cudaEventElapsedTime(E, E), 1),
+    "cudaEventDestroy": (lambda: c.cudaEventDestroy(E), 0),
+    "cudaGetDevice": (lambda: c.cudaGetDevice(), 1),
+    "cudaSetDevice": (lambda: c.cudaSetDevice(0), 0),
+    "cudaGetDeviceCount": (lambda: c.cudaGetDeviceCount(), 1),
+    "cudaGetDeviceProperties": (lambda: c.cudaGetDeviceProperties(0), 1),
+    "cudaDeviceGetStreamPriorityRange": (lambda: c.cudaDeviceGetStreamPriorityRange(), 2),
+    "cudaDriverGetVersion": (lambda: c.cudaDriverGetVersion(), 1),
+    "cudaRuntimeGetVersion": (lambda: c.cudaRuntimeGetVersion(), 1),
+    "cudaUserObjectCreate": (
+        lambda: c.cudaUserObjectCreate(stream, F, 1, c.USER_OBJECT_NO_DESTRUCTOR_SYNC), 1
+    ),
+    "cudaGraphRetainUserObject": (
+        lambda: c.cudaGraphRetainUserObject(
+            rt.cudaGraph_t(), rt.cudaUserObject_t(), 1, c.GRAPH_USER_OBJECT_MOVE
+        ),
+        0,
+    ),
+    "cudaIpcGetEventHandle": (lambda: c.cudaIpcGetEventHandle(E), 1),
+    "cudaIpcOpenEventHandle": (
+        lambda: c.cudaIpcOpenEventHandle(c.ipc_handle_from_bytes(bytes(64))), 1
+    ),
+}
+for name, (make, outputs) in calls.items():
+    try:
+        result = make()
+    except Exception as exc:
+        print(name, "raised", type(exc).__name__, exc)
+        continue
+    shape_ok = isinstance(result, tuple) and isinstance(result[0], rt.cudaError_t)
+    length_ok = shape_ok and (len(result) - 1 == outputs or (outputs == 3 and len(result) > 3))
+    print(name, "ok" if length_ok else f"unexpected {result!r}")
+"""
+
+
+def test_the_installed_cuda_bindings_take_the_seams_calls_as_extstream_makes_them() -> None:
+    # The simulator stands in for _cuda in CI, so a cuda-bindings release that changes
+    # a signature or a result's arity would go unseen; without a device every runtime
+    # call still checks its arguments and returns (error, *results).
+    result = run_python(SEAM_CALLS, env={"CUDA_VISIBLE_DEVICES": "", "EXTSTREAM_BACKEND": "cuda"})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 26 and all(line.endswith(" ok") for line in lines), lines
+
+
 @pytest.mark.parametrize("backend", [_cuda, _sim])
 def test_an_ipc_event_handle_round_trips_its_64_bytes(backend: ModuleType) -> None:
     # No driver needed: the real seam fills and reads the installed cuda-bindings'
