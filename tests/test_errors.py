@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 
 import pytest
 
 from extstream import CudaError, ExternalStream
 
-from .conftest import run_python
+from .conftest import ROOT, run_interpreter, run_python
 
 
 def test_message_names_status_explanation_and_call() -> None:
@@ -104,6 +105,23 @@ for name, call in calls.items():
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert len(lines) == 11 and all(line.endswith(" CudaError") for line in lines), lines
+
+
+def test_the_fuzz_without_a_driver_meets_only_documented_errors() -> None:
+    # The stress suite's fuzz on the real backend with no usable device: every
+    # public call, readable non-handles included, raises TypeError, ValueError,
+    # CudaError, TimeoutError or RuntimeError itself (no dependency's subclass).
+    result = run_interpreter(
+        str(ROOT / "benchmarks" / "stress.py"),
+        "--quick",
+        "--json",
+        "--only",
+        "fuzz",
+        env={"CUDA_VISIBLE_DEVICES": "", "EXTSTREAM_BACKEND": "cuda"},
+        timeout=300,
+    )
+    report = json.loads(result.stdout)["scenarios"]["fuzz"]
+    assert report["ok"] and report["unexpected"] == 0, report
 
 
 def test_bad_environment_flag_is_named() -> None:
