@@ -145,11 +145,16 @@ def _settle(target: Waitable) -> None:
 
 
 def _spin_until(target: Waitable, timeout: float | None) -> bool:
-    """Ask *target* for up to 1 ms (less with a shorter *timeout*) whether it is done."""
+    """Ask *target* for up to 1 ms (less with a shorter *timeout*) whether it is done.
+
+    The queries keep the GIL, so the spin lets it go between them: a held
+    callback the target waits for needs it on CUDA's thread.
+    """
     end = time.perf_counter() + (_SPIN if timeout is None else min(_SPIN, timeout))
     while time.perf_counter() < end:
         if target.done:
             return True
+        time.sleep(0)  # releases the GIL
     return False
 
 
