@@ -1,4 +1,8 @@
-"""The current stream in threads and asyncio tasks, with handles that never reach CUDA."""
+"""The current stream in threads and asyncio tasks, with handles that never reach CUDA.
+
+Only the device count does (a device's current stream exists once the device is
+known to exist), so these run where a GPU or the simulator is: ``gpu``.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from .conftest import fake_stream, run_python
 
 DEV = 0
 S1, S2, S3 = (fake_stream(0x7F00_0000_1000 + 8 * i, DEV) for i in range(3))
-pytestmark = pytest.mark.usefixtures("no_debug_checks")
+pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures("no_debug_checks")]
 
 
 def in_fresh_context(test: Callable[[], None]) -> Callable[[], None]:
