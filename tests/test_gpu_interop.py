@@ -145,6 +145,21 @@ def test_a_torch_generic_stream_is_wrapped() -> None:
     assert ExternalStream(generic).ptr == native.cuda_stream
 
 
+def test_a_torch_generic_event_orders_work() -> None:
+    torch = pytest.importorskip("torch")
+    event = torch.Event(device="cuda")  # no cuda_event: its event_id is the handle
+    producer, consumer = Stream(), Stream()
+    sleep_on(producer, 0.3)
+    with torch.cuda.stream(torch.cuda.ExternalStream(producer.ptr)):
+        event.record()
+    consumer.wait_event(event)
+    assert not consumer.record().done  # waits behind the producer's sleep
+    consumer.synchronize()
+    assert producer.done
+    producer.close()
+    consumer.close()
+
+
 # -- data handed between frameworks' streams, checked by its values -------------------
 
 N = 1 << 22  # elements: long enough that a read racing the write would see the old data

@@ -102,8 +102,11 @@ def test_torch_generic_stream_and_event_are_read(monkeypatch: pytest.MonkeyPatch
     with pytest.raises(TypeError, match="not a CUDA stream"):
         ExternalStream(generic_stream)
     generic_event = type("Event", (), {"__module__": "torch"})()
-    generic_event.event_id = 0
+    generic_event.event_id, generic_event.device = 0, types.SimpleNamespace(type="cuda")
     with pytest.raises(ValueError, match="no CUDA event yet"):
+        ExternalStream(H, 0).wait_event(generic_event)
+    generic_event.event_id, generic_event.device = H, types.SimpleNamespace(type="xpu")
+    with pytest.raises(TypeError, match="not a CUDA event"):  # an id of another backend
         ExternalStream(H, 0).wait_event(generic_event)
 
 

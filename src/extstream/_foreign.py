@@ -161,7 +161,11 @@ def event_handle(obj: object) -> tuple[int, int]:
     framework = _framework(obj)
     attribute = _EVENT_ATTRIBUTES[framework]
     if framework == "torch" and not hasattr(obj, attribute):
-        attribute = "event_id"  # torch 2's device-generic torch.Event
+        # torch 2's device-generic torch.Event: its event_id is a CUDA event only
+        # for a CUDA device (other backends have ids of their own kind).
+        if getattr(getattr(obj, "device", None), "type", None) != "cuda":
+            raise TypeError(f"{obj!r} is not a CUDA event")
+        attribute = "event_id"
     ptr = _as_int_handle(getattr(obj, attribute, None), obj, "event")
     if ptr == 0:
         raise ValueError(f"{obj!r} has no CUDA event yet (torch creates it at the first record())")
