@@ -268,6 +268,30 @@ def test_current_stream_of_a_framework(frameworks: list[str], monkeypatch: Any) 
         extstream.current_stream_of("torch")
 
 
+def test_a_framework_without_cuda_is_refused_or_passed_over(
+    frameworks: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A CPU-only torch (torch.version.cuda is None) raises on any torch.cuda call;
+    # a ROCm CuPy's streams are HIP streams.
+    cpu_torch = fake_torch(H, frameworks)
+    cpu_torch.version = types.SimpleNamespace(cuda=None)
+    cpu_torch.cuda.current_stream = None  # calling it would fail the test
+    monkeypatch.setitem(sys.modules, "torch", cpu_torch)
+    with pytest.raises(ValueError, match=r"torch has no CUDA streams.*version.cuda is None"):
+        extstream.current_stream_of("torch")
+    target = ExternalStream(H + 48, 0)
+    with pytest.raises(ValueError, match="torch has no CUDA streams"):
+        extstream.activate(target, "cupy", "torch").__enter__()
+    assert frameworks == [] and extstream.get_current_stream(0) is not target  # nothing entered
+    assert extstream.resolve_stream().ptr == H + 8  # torch passed over: CuPy's is followed
+    hip_cupy = fake_cupy(H + 8, frameworks)
+    hip_cupy.cuda.runtime = types.SimpleNamespace(is_hip=True)
+    monkeypatch.setitem(sys.modules, "cupy", hip_cupy)
+    with pytest.raises(ValueError, match="ROCm"):
+        extstream.current_stream_of("cupy")
+    assert extstream.resolve_stream() == extstream.get_current_stream()
+
+
 def test_resolve_stream_follows_the_documented_rule(
     frameworks: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -30,20 +30,41 @@ def _imported(framework: str) -> ModuleType | None:
     return sys.modules.get(_MODULES[framework])
 
 
+def _without_cuda(framework: str, module: Any) -> str | None:
+    """Why an imported *framework* has no CUDA streams (None: it has): a CPU-only or
+    ROCm build of torch (``torch.version.cuda`` is None), a ROCm build of CuPy."""
+    if framework == "torch" and getattr(getattr(module, "version", None), "cuda", "") is None:
+        return "this torch is built without CUDA (torch.version.cuda is None)"
+    runtime = getattr(getattr(module, "cuda", None), "runtime", None)
+    if framework == "cupy" and getattr(runtime, "is_hip", False):
+        return "this CuPy is a ROCm (HIP) build"
+    return None
+
+
+def _cuda_framework(framework: str) -> Any:
+    """The imported module of *framework*; ``ValueError`` if not imported or without CUDA."""
+    module = _imported(framework)
+    if module is None:
+        raise ValueError(
+            f"{framework} is not imported: extstream uses a framework only where the "
+            "caller has imported it"
+        )
+    reason = _without_cuda(framework, module)
+    if reason is not None:
+        raise ValueError(f"{framework} has no CUDA streams: {reason}")
+    return module
+
+
 @public
 def current_stream_of(framework: str, device_id: int | None = None) -> ExternalStream:
     """*framework*'s current stream on *device_id* (None: the current device).
 
     ``"torch"`` (``torch.cuda.current_stream``), ``"cupy"`` (its current stream of
     that device) or ``"numba"``, which has no current stream: its default stream.
-    ``ValueError`` if the caller has not imported the framework.
+    ``ValueError`` if the caller has not imported the framework, or if it is built
+    without CUDA (a CPU-only torch).
     """
-    module = _imported(framework)
-    if module is None:
-        raise ValueError(
-            f"{framework} is not imported: extstream follows a framework's current stream "
-            "only where the caller uses that framework"
-        )
+    module = _cuda_framework(framework)
     device = _device.device_or_current(device_id)
     native: Any
     if framework == "torch":
@@ -69,7 +90,8 @@ def resolve_stream(
     1. *stream* itself, when given (anything :func:`as_stream` takes);
     2. else the stream made current with extstream's ``with`` or ``use()``;
     3. else the current stream of the first framework in *follow* that the caller
-       has imported and whose current stream is not its default;
+       has imported, that has CUDA (a CPU-only torch is passed over) and whose
+       current stream is not its default;
     4. else extstream's current stream (the default stream).
 
     All on *device_id* (None: the current device).
@@ -81,7 +103,8 @@ def resolve_stream(
     if _current.was_set(_current.variables[device]):
         return current
     for framework in follow:
-        if _imported(framework) is not None:
+        module = _imported(framework)
+        if module is not None and _without_cuda(framework, module) is None:
             theirs = current_stream_of(framework, device)
             if theirs.ptr > 2:  # 0, 1, 2: the framework's default stream
                 return theirs
@@ -97,7 +120,8 @@ def activate(stream: object, *frameworks: str) -> Iterator[ExternalStream]:
 
     torch through ``torch.cuda.ExternalStream`` and ``torch.cuda.stream``; CuPy
     through ``cupy.cuda.Stream.from_external`` in a ``with`` block on the stream's
-    device. The frameworks must be imported by the caller.
+    device. The frameworks must be imported by the caller, with CUDA (``ValueError``
+    otherwise, before anything is made current).
     """
     target = as_stream(stream)
     for framework in frameworks:
@@ -106,12 +130,10 @@ def activate(stream: object, *frameworks: str) -> Iterator[ExternalStream]:
                 f"cannot make a stream current in {framework!r}: "
                 f"only {' and '.join(_ACTIVATABLE)} have a current stream"
             )
-        if _imported(framework) is None:
-            raise ValueError(f"{framework} is not imported: import it before activating in it")
+    modules = {framework: _cuda_framework(framework) for framework in frameworks}
     with contextlib.ExitStack() as blocks:
         blocks.enter_context(target)
-        for framework in frameworks:
-            module: Any = _imported(framework)
+        for framework, module in modules.items():
             if framework == "torch":
                 native = module.cuda.ExternalStream(target.ptr, device=target.device_id)
                 blocks.enter_context(module.cuda.stream(native))
