@@ -103,6 +103,8 @@ def busy(stream: object, seconds: float) -> None:
         sim_busy(target, seconds)
         return
     torch = _needs("torch", "busy()")
+    if torch.version.cuda is None:
+        raise RuntimeError("extstream.testing.busy() needs a CUDA build of torch, not a CPU one")
     with torch.cuda.device(target.device_id):
         torch_stream = torch.cuda.ExternalStream(target.ptr, device=target.device_id)
         with torch.cuda.stream(torch_stream):
