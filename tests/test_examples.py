@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import sys
+import types
 from pathlib import Path
 
 import pytest
+
+from extstream import __main__ as self_check
 
 from .conftest import ROOT, run_interpreter, run_python
 from .gpu_helpers import torch_or_skip
@@ -57,3 +61,16 @@ def test_self_check_on_a_simulator_that_sees_no_device_fails_at_once() -> None:
     )
     assert result.returncode == 1, result.stdout + result.stderr
     assert result.stdout.count("no CUDA GPU here") == 1  # no second try, no recursion
+
+
+def test_the_self_check_leaves_out_a_torch_without_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A CPU-only torch's torch.cuda.Stream() raises: wrapping it would fail the self-check
+    # on a GPU machine where the user works with CuPy, say.
+    monkeypatch.setattr(self_check, "_installed", lambda name: True)
+    cpu_torch = types.SimpleNamespace(version=types.SimpleNamespace(cuda=None))
+    monkeypatch.setitem(sys.modules, "torch", cpu_torch)
+    assert not self_check._has_cuda_streams("torch")
+    assert "wrap a torch stream" not in [title for title, _ in self_check._framework_checks()]
+    cpu_torch.version.cuda = "13.0"
+    assert self_check._has_cuda_streams("torch")
+    assert "wrap a torch stream" in [title for title, _ in self_check._framework_checks()]

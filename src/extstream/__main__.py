@@ -117,7 +117,7 @@ def _framework_checks() -> list[tuple[str, Callable[[], str]]]:
     }
     checks: list[tuple[str, Callable[[], str]]] = []
     for name, make in makers.items():
-        if not _installed(name):
+        if not _has_cuda_streams(name):
             continue
 
         def check(name: str = name, make: Callable[[Any], object] = make) -> str:
@@ -202,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     report["driver"], report["runtime"] = _device.versions()
     report["devices"] = [_device.device_name(device) for device in range(count)]
     report["frameworks"] = [
-        name for name in ("torch", "cupy", "numba", "cuda.core") if _installed(name)
+        name for name in ("torch", "cupy", "numba", "cuda.core") if _has_cuda_streams(name)
     ]
     checks = list(_CHECKS)
     if BACKEND == "cuda":  # the frameworks' streams live on the real GPU only
@@ -222,6 +222,16 @@ def _installed(name: str) -> bool:
         return importlib.util.find_spec(name) is not None
     except ModuleNotFoundError:  # the parent package is missing
         return False
+
+
+def _has_cuda_streams(name: str) -> bool:
+    """Whether framework *name* is installed with CUDA: a CPU-only torch is not (its
+    torch.cuda calls raise), so wrapping its stream is no check of extstream."""
+    if not _installed(name):
+        return False
+    if name == "torch":
+        return importlib.import_module("torch").version.cuda is not None
+    return True
 
 
 def _print_report(report: dict[str, Any], failures: int) -> None:
