@@ -292,6 +292,36 @@ def test_a_framework_without_cuda_is_refused_or_passed_over(
     assert extstream.resolve_stream() == extstream.get_current_stream()
 
 
+def test_a_framework_that_finds_no_gpu_is_passed_over_or_named(
+    frameworks: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A CUDA build on a machine without a GPU (a CI runner on the simulator, say):
+    # its own calls raise its own errors.
+    def no_gpu(*args: object, **kwargs: object) -> Any:
+        raise RuntimeError("No CUDA GPUs are available")
+
+    sys.modules["torch"].cuda.current_stream = no_gpu
+    sys.modules["torch"].cuda.ExternalStream = no_gpu
+    assert extstream.resolve_stream().ptr == H + 8  # torch passed over: CuPy's is followed
+    with pytest.raises(RuntimeError, match=r"torch cannot give its current stream.*No CUDA GPUs"):
+        extstream.current_stream_of("torch")
+    target = ExternalStream(H + 56, 0)
+    frameworks.clear()  # resolve_stream entered CuPy's device block too
+    with (
+        pytest.raises(RuntimeError, match=r"torch cannot make .* current here.*No CUDA GPUs"),
+        extstream.activate(target, "cupy", "torch"),
+    ):
+        pass
+    # CuPy's block was entered, then left again; extstream's current stream is back.
+    assert frameworks == [
+        "enter cupy device 0",
+        f"enter cupy {H + 56:#x}",
+        f"exit cupy {H + 56:#x}",
+        "exit cupy device 0",
+    ]
+    assert extstream.get_current_stream(0) is not target
+
+
 def test_resolve_stream_follows_the_documented_rule(
     frameworks: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

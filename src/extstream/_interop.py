@@ -62,20 +62,30 @@ def current_stream_of(framework: str, device_id: int | None = None) -> ExternalS
     ``"torch"`` (``torch.cuda.current_stream``), ``"cupy"`` (its current stream of
     that device) or ``"numba"``, which has no current stream: its default stream.
     ``ValueError`` if the caller has not imported the framework, or if it is built
-    without CUDA (a CPU-only torch).
+    without CUDA (a CPU-only torch); ``RuntimeError`` (from the framework's error)
+    if it cannot reach CUDA here, e.g. on a machine without a GPU.
     """
     module = _cuda_framework(framework)
     device = _device.device_or_current(device_id)
-    native: Any
-    if framework == "torch":
-        native = module.cuda.current_stream(device)
-    elif framework == "cupy":
-        with module.cuda.Device(device):
-            native = module.cuda.get_current_stream()
-    else:
-        with module.gpus[device]:
-            native = module.default_stream()
+    try:
+        native = _native_current(framework, module, device)
+    except Exception as exc:  # the framework's own error: it cannot reach CUDA here
+        raise RuntimeError(
+            f"{framework} cannot give its current stream of device {device} here "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
     return as_stream(native, device)
+
+
+def _native_current(framework: str, module: Any, device: int) -> Any:
+    """*framework*'s own current-stream object of *device*, by its own calls."""
+    if framework == "torch":
+        return module.cuda.current_stream(device)
+    if framework == "cupy":
+        with module.cuda.Device(device):
+            return module.cuda.get_current_stream()
+    with module.gpus[device]:
+        return module.default_stream()
 
 
 @public
@@ -90,8 +100,9 @@ def resolve_stream(
     1. *stream* itself, when given (anything :func:`as_stream` takes);
     2. else the stream made current with extstream's ``with`` or ``use()``;
     3. else the current stream of the first framework in *follow* that the caller
-       has imported, that has CUDA (a CPU-only torch is passed over) and whose
-       current stream is not its default;
+       has imported, that can tell it here (a CPU-only torch, or a framework that
+       finds no GPU, as under the simulator, is passed over) and whose current
+       stream is not its default;
     4. else extstream's current stream (the default stream).
 
     All on *device_id* (None: the current device).
@@ -104,10 +115,15 @@ def resolve_stream(
         return current
     for framework in follow:
         module = _imported(framework)
-        if module is not None and _without_cuda(framework, module) is None:
-            theirs = current_stream_of(framework, device)
-            if theirs.ptr > 2:  # 0, 1, 2: the framework's default stream
-                return theirs
+        if module is None or _without_cuda(framework, module) is not None:
+            continue
+        try:
+            native = _native_current(framework, module, device)
+        except Exception:  # noqa: S112 - it cannot reach CUDA here (no GPU for it; the simulator)
+            continue
+        theirs = as_stream(native, device)
+        if theirs.ptr > 2:  # 0, 1, 2: the framework's default stream
+            return theirs
     return current
 
 
@@ -121,7 +137,8 @@ def activate(stream: object, *frameworks: str) -> Iterator[ExternalStream]:
     torch through ``torch.cuda.ExternalStream`` and ``torch.cuda.stream``; CuPy
     through ``cupy.cuda.Stream.from_external`` in a ``with`` block on the stream's
     device. The frameworks must be imported by the caller, with CUDA (``ValueError``
-    otherwise, before anything is made current).
+    otherwise, before anything is made current); a framework that fails (no GPU
+    for it here) raises ``RuntimeError`` after what was made current is restored.
     """
     target = as_stream(stream)
     for framework in frameworks:
@@ -134,17 +151,29 @@ def activate(stream: object, *frameworks: str) -> Iterator[ExternalStream]:
     with contextlib.ExitStack() as blocks:
         blocks.enter_context(target)
         for framework, module in modules.items():
-            if framework == "torch":
-                native = module.cuda.ExternalStream(target.ptr, device=target.device_id)
-                blocks.enter_context(module.cuda.stream(native))
-            else:
-                blocks.enter_context(module.cuda.Device(target.device_id))
-                from_external = getattr(module.cuda.Stream, "from_external", None)
-                if from_external is not None:  # CuPy 14
-                    blocks.enter_context(from_external(target))
-                else:
-                    blocks.enter_context(module.cuda.ExternalStream(target.ptr, target.device_id))
+            try:
+                _enter_framework(blocks, framework, module, target)
+            except Exception as exc:  # the framework's own error; what was entered is left
+                raise RuntimeError(
+                    f"{framework} cannot make {target!r} current here ({type(exc).__name__}: {exc})"
+                ) from exc
         yield target
+
+
+def _enter_framework(
+    blocks: contextlib.ExitStack, framework: str, module: Any, target: ExternalStream
+) -> None:
+    """Make *target* current in *framework* until *blocks* closes."""
+    if framework == "torch":
+        native = module.cuda.ExternalStream(target.ptr, device=target.device_id)
+        blocks.enter_context(module.cuda.stream(native))
+        return
+    blocks.enter_context(module.cuda.Device(target.device_id))
+    from_external = getattr(module.cuda.Stream, "from_external", None)
+    if from_external is not None:  # CuPy 14
+        blocks.enter_context(from_external(target))
+    else:
+        blocks.enter_context(module.cuda.ExternalStream(target.ptr, target.device_id))
 
 
 @public
