@@ -129,6 +129,19 @@ def test_cuda_stream_protocol_objects_are_wrapped_with_their_device() -> None:
     assert as_stream(_ProtocolStream((0, H)), 1).device_id == 1
 
 
+def test_a_device_property_that_fails_is_no_hint() -> None:
+    # cuda.core's Stream.device asks the driver, and raises without one: the wrapper
+    # must still be made, its device asked from CUDA when needed.
+    class CoreLikeStream(_ProtocolStream):
+        @property
+        def device(self) -> Any:
+            raise RuntimeError("no driver library")
+
+    s = ExternalStream(CoreLikeStream((0, H)), 3)
+    assert (s.ptr, s.device_id) == (H, 3)
+    assert ExternalStream(CoreLikeStream((0, H + 8))).ptr == H + 8  # device: asked later
+
+
 def test_the_wrapper_keeps_the_framework_object_alive() -> None:
     # CuPy and cuda.core destroy a stream with its Python object: wrapping a
     # temporary must not leave a dangling handle.

@@ -77,17 +77,26 @@ def _convert(value: object, source: object, what: str) -> int:
         raise TypeError(f"{what} handle {value!r} from {source!r} is not an int") from None
 
 
+def _hint(obj: object, name: str) -> Any:
+    """``obj.name``, or None when it is missing or its property fails: a hint is
+    optional (cuda.core's ``Stream.device`` calls the driver, and raises without one)."""
+    try:
+        return getattr(obj, name, None)
+    except Exception:
+        return None
+
+
 def _device_hint(obj: object) -> int:
-    """The device a framework's stream object says it is on, or -1."""
+    """The device a framework's stream object says it is on, or -1 (ask CUDA later)."""
     for name in ("device_index", "device_id"):  # torch, CuPy
-        value = getattr(obj, name, None)
+        value = _hint(obj, name)
         if type(value) is int and value >= 0:
             return value
-    device = getattr(obj, "device", None)  # cuda.core Device, torch.device
+    device = _hint(obj, "device")  # cuda.core Device, torch.device
     if device is None:
-        device = getattr(getattr(obj, "context", None), "device", None)  # numba
+        device = _hint(_hint(obj, "context"), "device")  # numba
     for name in ("device_id", "index", "id"):
-        value = getattr(device, name, None)
+        value = _hint(device, name)
         if type(value) is int and value >= 0:
             return value
     return -1
