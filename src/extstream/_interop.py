@@ -148,11 +148,12 @@ def activate(stream: object, *frameworks: str) -> Iterator[ExternalStream]:
                 f"only {' and '.join(_ACTIVATABLE)} have a current stream"
             )
     modules = {framework: _cuda_framework(framework) for framework in frameworks}
+    device = target.device_id  # extstream's own errors stay its own, outside the try
     with contextlib.ExitStack() as blocks:
         blocks.enter_context(target)
         for framework, module in modules.items():
             try:
-                _enter_framework(blocks, framework, module, target)
+                _enter_framework(blocks, framework, module, target, device)
             except Exception as exc:  # the framework's own error; what was entered is left
                 raise RuntimeError(
                     f"{framework} cannot make {target!r} current here ({type(exc).__name__}: {exc})"
@@ -161,19 +162,19 @@ def activate(stream: object, *frameworks: str) -> Iterator[ExternalStream]:
 
 
 def _enter_framework(
-    blocks: contextlib.ExitStack, framework: str, module: Any, target: ExternalStream
+    blocks: contextlib.ExitStack, framework: str, module: Any, target: ExternalStream, device: int
 ) -> None:
-    """Make *target* current in *framework* until *blocks* closes."""
+    """Make *target* (of *device*) current in *framework* until *blocks* closes."""
     if framework == "torch":
-        native = module.cuda.ExternalStream(target.ptr, device=target.device_id)
+        native = module.cuda.ExternalStream(target.ptr, device=device)
         blocks.enter_context(module.cuda.stream(native))
         return
-    blocks.enter_context(module.cuda.Device(target.device_id))
+    blocks.enter_context(module.cuda.Device(device))
     from_external = getattr(module.cuda.Stream, "from_external", None)
     if from_external is not None:  # CuPy 14
         blocks.enter_context(from_external(target))
     else:
-        blocks.enter_context(module.cuda.ExternalStream(target.ptr, target.device_id))
+        blocks.enter_context(module.cuda.ExternalStream(target.ptr, device))
 
 
 @public
