@@ -204,9 +204,6 @@ def _dispatch() -> None:
     quiet_since = time.monotonic()
     while True:
         rang = _native.take_within(_doorbell, _RESCAN)
-        if rang:  # each ring follows its stream's post: the look below finds them all
-            while _native.try_take(_doorbell):
-                pass
         _run_posted()
         if rang:
             quiet_since = time.monotonic()
