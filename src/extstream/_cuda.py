@@ -266,12 +266,17 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def load_driver_entry_points() -> bool:
-    """Bind the ctypes driver calls (once); False where the driver cannot give them."""
+    """Bind the ctypes driver calls (once); False where the driver cannot give them.
+
+    After the first call an answer costs no lock: ``_load_tried`` is set only once
+    ``direct_driver_calls`` holds the final answer.
+    """
     global _load_tried, direct_driver_calls
+    if _load_tried:
+        return direct_driver_calls
     with _load_lock:
         if _load_tried:
             return direct_driver_calls
-        _load_tried = True
         functions: dict[str, Any] = {}
         try:
             # No device or no usable driver (cuInit fails): the runtime path reports it.
@@ -291,6 +296,7 @@ def load_driver_entry_points() -> bool:
         for name in _ENTRY_POINTS:
             globals()[name] = functions[name] if complete else _always_failed
         direct_driver_calls = complete
+        _load_tried = True
         return complete
 
 

@@ -149,9 +149,8 @@ class ExternalStream:
         """
         ptr = self._ptr
         _handles.check_handle(ptr, "stream")
-        if (ptr > 2 or _device.device_count() == 1) and (
-            _cuda.direct_driver_calls or _cuda.load_driver_entry_points()
-        ):  # without a working driver the runtime path gives the CudaError
+        one_stream = ptr > 2 or _device.device_count() == 1
+        if one_stream and _cuda.load_driver_entry_points():  # else the runtime's CudaError
             self._handle = _cuda.CUstream(ptr)
             return True
         return False
