@@ -66,7 +66,7 @@ def test_self_check_on_a_simulator_that_sees_no_device_fails_at_once() -> None:
 def test_the_self_check_leaves_out_a_torch_without_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     # A CPU-only torch's torch.cuda.Stream() raises: wrapping it would fail the self-check
     # on a GPU machine where the user works with CuPy, say.
-    monkeypatch.setattr(self_check, "_installed", lambda name: True)
+    monkeypatch.setattr(self_check, "_installed", lambda name: name == "torch")  # torch alone
     cpu_torch = types.SimpleNamespace(version=types.SimpleNamespace(cuda=None))
     monkeypatch.setitem(sys.modules, "torch", cpu_torch)
     assert not self_check._has_cuda_streams("torch")

@@ -40,6 +40,7 @@ from . import (
 from ._backend import NAME as BACKEND
 from ._backend import cuda as _cuda
 from ._errors import CudaError
+from ._interop import without_cuda
 
 
 def _check_wrap_infers_device() -> str:
@@ -229,8 +230,8 @@ def _has_cuda_streams(name: str) -> bool:
     torch.cuda calls raise), so wrapping its stream is no check of extstream."""
     if not _installed(name):
         return False
-    if name == "torch":
-        return importlib.import_module("torch").version.cuda is not None
+    if name in ("torch", "cupy"):  # the builds that may lack CUDA (CPU, ROCm)
+        return without_cuda(name, importlib.import_module(name)) is None
     return True
 
 

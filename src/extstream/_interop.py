@@ -30,7 +30,7 @@ def _imported(framework: str) -> ModuleType | None:
     return sys.modules.get(_MODULES[framework])
 
 
-def _without_cuda(framework: str, module: Any) -> str | None:
+def without_cuda(framework: str, module: Any) -> str | None:
     """Why an imported *framework* has no CUDA streams (None: it has): a CPU-only or
     ROCm build of torch (``torch.version.cuda`` is None), a ROCm build of CuPy."""
     if framework == "torch" and getattr(getattr(module, "version", None), "cuda", "") is None:
@@ -49,7 +49,7 @@ def _cuda_framework(framework: str) -> Any:
             f"{framework} is not imported: extstream uses a framework only where the "
             "caller has imported it"
         )
-    reason = _without_cuda(framework, module)
+    reason = without_cuda(framework, module)
     if reason is not None:
         raise ValueError(f"{framework} has no CUDA streams: {reason}")
     return module
@@ -115,7 +115,7 @@ def resolve_stream(
         return current
     for framework in follow:
         module = _imported(framework)
-        if module is None or _without_cuda(framework, module) is not None:
+        if module is None or without_cuda(framework, module) is not None:
             continue
         try:
             native = _native_current(framework, module, device)

@@ -94,6 +94,7 @@ def busy(stream: object, seconds: float) -> None:
     On the simulator its busy work; on a GPU torch's sleep kernel (about 1.98e9
     cycles a second at full clock), so torch must be installed.
     """
+    from ._interop import without_cuda
     from ._stream import as_stream
     from .sim import active
     from .sim import busy as sim_busy
@@ -103,8 +104,9 @@ def busy(stream: object, seconds: float) -> None:
         sim_busy(target, seconds)
         return
     torch = _needs("torch", "busy()")
-    if torch.version.cuda is None:
-        raise RuntimeError("extstream.testing.busy() needs a CUDA build of torch, not a CPU one")
+    reason = without_cuda("torch", torch)
+    if reason is not None:
+        raise RuntimeError(f"extstream.testing.busy() needs a CUDA build of torch: {reason}")
     with torch.cuda.device(target.device_id):
         torch_stream = torch.cuda.ExternalStream(target.ptr, device=target.device_id)
         with torch.cuda.stream(torch_stream):
