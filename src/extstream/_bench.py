@@ -35,6 +35,7 @@ import argparse
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import importlib
 import importlib.util
 import json
@@ -690,8 +691,8 @@ def to_json(result: Result) -> dict[str, Any]:
             row.name: {
                 "cells": {
                     way: (
-                        {"median": st.median, "min": st.min, "max": st.max}
-                        if (st := row.stats.get(way)) is not None
+                        dataclasses.asdict(row.stats[way])
+                        if way in row.stats
                         else {"na": row.failed.get(way, "not measured")}
                     )
                     for way in CALLBACK_WAYS
@@ -702,11 +703,7 @@ def to_json(result: Result) -> dict[str, Any]:
         },
         "await_idle_us": None
         if result.await_idle_us is None
-        else {
-            "median": result.await_idle_us.median,
-            "min": result.await_idle_us.min,
-            "max": result.await_idle_us.max,
-        },
+        else dataclasses.asdict(result.await_idle_us),
     }
 
 
