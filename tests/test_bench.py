@@ -171,7 +171,7 @@ def test_the_several_device_row_takes_that_path_and_restores_the_state(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     get_current_stream()  # the one-device shortcut is learnt
-    before = (_device._count, _stream._only_device_read, _stream._several_devices)
+    before = (_device._count, _stream._only_device_var, _stream._several_devices)
     asked: list[int] = []
     original = _stream._current_device
 
@@ -183,7 +183,7 @@ def test_the_several_device_row_takes_that_path_and_restores_the_state(
     with _bench._as_if_several_devices():
         assert get_current_stream() is get_current_stream(0)
         assert asked == [1]  # the current device was asked, as with several devices
-    assert (_device._count, _stream._only_device_read, _stream._several_devices) == before
+    assert (_device._count, _stream._only_device_var, _stream._several_devices) == before
     assert [op.name for op in _bench.OPS if op.several_devices] == [
         "get_current_stream() [several devices]"
     ]

@@ -502,12 +502,12 @@ def measure(
 def _as_if_several_devices() -> Iterator[None]:
     """Make extstream take its several-device path on a one-GPU machine: the device
     count says 2, so the current device is asked from CUDA on every call."""
-    saved = _device._count, _stream._only_device_read, _stream._several_devices
-    _device._count, _stream._only_device_read, _stream._several_devices = 2, None, True
+    saved = _device._count, _stream._only_device_var, _stream._several_devices
+    _device._count, _stream._only_device_var, _stream._several_devices = 2, None, True
     try:
         yield
     finally:
-        _device._count, _stream._only_device_read, _stream._several_devices = saved
+        _device._count, _stream._only_device_var, _stream._several_devices = saved
 
 
 def _cpu_model() -> str:

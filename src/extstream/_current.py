@@ -18,7 +18,6 @@ leaving the innermost block is its fast path too, a hot path kept free of calls)
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any, Final, NoReturn
 
@@ -31,8 +30,6 @@ Variable = ContextVar[list[Any]]
 
 #: Each device's variable, by device number.
 variables: dict[int, Variable] = {}
-#: Each device's ``variable.get``, bound once: the hot read skips the attribute look-up.
-readers: dict[int, Callable[[], list[Any]]] = {}
 _defaults: dict[Variable, list[Any]] = {}  # each variable's binding where nothing was set
 
 
@@ -42,9 +39,7 @@ def make_variable(device_id: int, default: object) -> Variable:
     binding: list[Any] = [default, None, None]
     made = ContextVar(name, default=binding)
     _defaults[made] = binding
-    var = variables.setdefault(device_id, made)  # atomic: of two racing threads, one wins
-    readers.setdefault(device_id, var.get)
-    return var
+    return variables.setdefault(device_id, made)  # atomic: of two racing threads, one wins
 
 
 def was_set(var: Variable) -> bool:

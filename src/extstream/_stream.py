@@ -817,11 +817,10 @@ os.register_at_fork(after_in_child=_after_fork_in_child)
 # -- the current stream ---------------------------------------------------------
 
 _vars: Final = _current.variables
-_reads: Final = _current.readers
 _current_device = _device.current_device
-# Device 0's bound variable.get once the process is known to have one device,
-# so that get_current_stream() needs neither a CUDA call nor a dict look-up.
-_only_device_read: Callable[[], list[Any]] | None = None
+# Device 0's variable once the process is known to have one device, so that
+# get_current_stream() needs neither a CUDA call nor a dict look-up.
+_only_device_var: _current.Variable | None = None
 _several_devices = False
 
 
@@ -845,22 +844,22 @@ def get_current_stream(device_id: int | None = None) -> ExternalStream:
     Costs no CUDA call when the device is given or only one device exists (after
     the first call per device, which checks that the device exists).
     """
-    global _only_device_read, _several_devices
+    global _only_device_var, _several_devices
     if device_id is None:
-        read = _only_device_read
-        if read is not None:
-            stream: ExternalStream = read()[0]
+        var = _only_device_var
+        if var is not None:
+            stream: ExternalStream = var.get()[0]
             return stream
         device_id = _current_device()  # one cudaGetDevice with several devices
         if not _several_devices:  # learnt on the first call: the count never changes
             if _device.device_count() == 1:
-                _only_device_read = _current_var(0).get
+                _only_device_var = _current_var(0)
             else:
                 _several_devices = True
     elif type(device_id) is not int:
         device_id = _device.device_index(device_id)
     try:
-        stream = _reads[device_id]()[0]
+        stream = _vars[device_id].get()[0]
     except KeyError:
         stream = _current_var(_device.device_index(device_id)).get()[0]
     return stream
