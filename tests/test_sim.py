@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from extstream import CudaError, Event, ExternalStream, Stream, sim
+from extstream import CudaError, Event, ExternalStream, Stream, _sim, sim
 
 from .conftest import run_python
 from .gpu_helpers import wait_until
@@ -168,3 +168,27 @@ def test_worker_threads_end_with_their_streams() -> None:
         s.synchronize()
         s.close()
     assert wait_until(lambda: threading.active_count() <= before)
+
+
+@on_sim
+def test_a_full_stream_holds_back_its_producer(stream: Stream) -> None:
+    # As on a GPU, a launch waits for room once the stream holds a queue's worth
+    # of work, so a producer cannot run ahead without bound.
+    event = Event()
+    sim.busy(stream, 0.5)
+    launched: list[int] = []
+
+    def produce() -> None:
+        for _ in range(_sim.QUEUE_DEPTH + 1000):
+            stream.record(event)
+            launched.append(1)
+
+    producer = threading.Thread(target=produce)
+    producer.start()
+    assert wait_until(lambda: len(launched) >= _sim.QUEUE_DEPTH - 1)
+    time.sleep(0.05)
+    # the busy work and the first records fill the queue; the rest waits for room
+    assert len(launched) == _sim.QUEUE_DEPTH - 1 and producer.is_alive()
+    producer.join(timeout=10)
+    assert not producer.is_alive() and len(launched) == _sim.QUEUE_DEPTH + 1000
+    stream.synchronize()

@@ -45,6 +45,7 @@ TOOLS: Final = frozenset(
     [
         "DEVICE_COUNT",
         "PRIORITY_RANGE",
+        "QUEUE_DEPTH",
         "begin_capture",
         "busy",
         "cudaError_t",
@@ -71,6 +72,7 @@ __all__ = [
     "NOT_READY",
     "NOT_READY_STATUS",
     "PRIORITY_RANGE",
+    "QUEUE_DEPTH",
     "STREAM_NON_BLOCKING",
     "SUCCESS",
     "TOOLS",
@@ -209,6 +211,10 @@ USER_OBJECT_NO_DESTRUCTOR_SYNC: Final = 1
 GRAPH_USER_OBJECT_MOVE: Final = 1
 PRIORITY_RANGE: Final = (-5, 0)  # (greatest, least), as on an H100
 DEVICE_COUNT: Final = _config.sim_device_count()  # the simulated machine's devices
+# The work a stream holds before a launch waits for room. A GPU's launch queue
+# pushes back too (its depth depends on the work and is not documented): so a
+# producer that outpaces the stream is held back instead of growing memory.
+QUEUE_DEPTH: Final = 4096
 
 
 def _visible_devices() -> list[int]:
@@ -324,6 +330,8 @@ class _Stream:
         op = _Op(self, kind, action)
         op.deps = [d for d in deps if not d.done.is_set()]
         with self.condition:
+            while len(self.queue) >= QUEUE_DEPTH:
+                self.condition.wait()
             self.queue.append(op)
             self.tail = op
             if self.worker is None:
@@ -351,6 +359,8 @@ class _Stream:
                 op.action()
             with self.condition:
                 self.queue.popleft()
+                if len(self.queue) == QUEUE_DEPTH - 1:  # there is room again
+                    self.condition.notify_all()
             op.done.set()
 
     def idle(self) -> bool:
