@@ -1,0 +1,158 @@
+"""extstream's driver path, run on a CPU against a stand-in libcuda.so.1.
+
+CI has no driver, so neither cuda.bindings' driver calls nor extstream's ctypes
+entry points run there, and the simulator replaces both. ``fake_libcuda.c``
+gives them the driver functions extstream calls, with CUDA's C signatures: the
+test then runs extstream's real backend on them in a child process, so that
+``cuInit``, ``cuGetProcAddress``, the GIL-keeping queries, the launch, the
+context-based device lookup, records and waits through cuda.bindings, and host
+functions called from a foreign C thread are exercised with every cuda-bindings
+version CI installs. What CUDA itself does is for the GPU run to show.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from .conftest import run_python
+
+SOURCE = Path(__file__).with_name("fake_libcuda.c")
+
+CHILD = r"""
+import asyncio, ctypes, json, sys, threading, time
+from cuda.bindings import driver
+import extstream
+from extstream import _backend
+
+lib = ctypes.CDLL(sys.argv[1])
+for name in ("fake_stream", "fake_event"):
+    getattr(lib, name).restype = ctypes.c_void_p
+lib.fake_busy.argtypes = [ctypes.c_void_p, ctypes.c_int]
+lib.fake_calls.argtypes = [ctypes.c_char_p]
+
+def calls(name):
+    return lib.fake_calls(name.encode())
+
+# Never hand a real driver these handles: the stand-in must be the libcuda in use.
+driver.cuInit(0)
+with open("/proc/self/maps") as maps:
+    drivers = {line.split()[-1] for line in maps if "/libcuda.so" in line}
+if drivers != {sys.argv[1]}:
+    print(json.dumps({"other driver": sorted(drivers)}))
+    sys.exit(0)
+
+out = {}
+h = [lib.fake_stream(i) for i in range(4)]
+stream = extstream.ExternalStream(h[0], 0)
+out["done idle"] = stream.done
+out["direct"] = _backend.cuda.direct_driver_calls
+# The device from the stream's context, not from the runtime (which has no driver here).
+out["devices"] = [extstream.ExternalStream(p).device_id for p in h]
+out["context calls"] = [calls(n) for n in ("cuStreamGetCtx", "cuCtxPushCurrent", "cuCtxPopCurrent")]
+out["context depth"] = lib.fake_context_depth()
+
+event = extstream.Event.from_handle(lib.fake_event(0), 0)
+main = threading.get_ident()
+held_ran, notified_ran, threads = [], [], set()
+def held(i):
+    threads.add(threading.get_ident())
+    held_ran.append(i)
+lib.fake_busy(h[0], 300)
+out["done busy"] = stream.done
+stream.record(event)
+out["event done busy"] = event.done
+for i in range(0, 400, 2):
+    stream.launch_host_func(held, i)
+    stream.launch_host_func(notified_ran.append, i + 1, hold_stream=False)
+stream.wait_event(event)
+started = time.perf_counter()
+stream.synchronize()
+out["synchronize waited"] = time.perf_counter() - started
+out["held ran before synchronize returned"] = len(held_ran) == 200
+deadline = time.monotonic() + 10
+while len(notified_ran) < 200 and time.monotonic() < deadline:
+    time.sleep(0.01)
+# Each kind in launch order (a notification runs on extstream's dispatcher, later).
+out["in order"] = held_ran == list(range(0, 400, 2)) and notified_ran == list(range(1, 400, 2))
+out["held ran off the main thread"] = bool(threads) and main not in threads
+out["event done"] = event.done
+out["capturing"] = stream.is_capturing
+
+async def awaits():
+    lib.fake_busy(h[2], 100)
+    third = extstream.ExternalStream(h[2], 0)
+    await third
+    return third.done
+out["awaited"] = asyncio.run(awaits())
+
+# A readable address that the driver does not know: its error, then the runtime's.
+not_a_stream = ctypes.create_string_buffer(64)
+try:
+    extstream.ExternalStream(ctypes.addressof(not_a_stream), 0).done
+    out["unknown handle"] = "accepted"
+except extstream.CudaError as exc:
+    out["unknown handle"] = "CudaError"
+out["calls"] = {
+    n: calls(n)
+    for n in ("cuInit", "cuStreamQuery", "cuEventQuery", "cuEventRecord", "cuStreamWaitEvent",
+              "cuLaunchHostFunc", "cuStreamIsCapturing")
+}
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def fake_driver(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("needs a C compiler to build the stand-in libcuda.so.1")
+    folder = tmp_path_factory.mktemp("driver")
+    library = folder / "libcuda.so.1"
+    subprocess.run(
+        [
+            compiler,
+            "-O1",
+            "-Wall",
+            "-Werror",
+            "-shared",
+            "-fPIC",
+            "-pthread",
+            "-o",
+            library,
+            SOURCE,
+        ],
+        check=True,
+    )
+    return library
+
+
+def test_the_driver_path_against_a_stand_in_driver(fake_driver: Path) -> None:
+    result = run_python(
+        f"import sys; sys.argv[1:] = [{str(fake_driver)!r}]\n{CHILD}",
+        env={"EXTSTREAM_BACKEND": "cuda", "LD_LIBRARY_PATH": str(fake_driver.parent)},
+    )
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    if "other driver" in out:
+        pytest.skip(f"another libcuda is loaded ahead of the stand-in: {out['other driver']}")
+    assert out["done idle"] is True and out["direct"] is True
+    assert out["devices"] == [0, 1, 0, 1]
+    # one context lookup per stream, each push popped again on this thread
+    assert out["context calls"] == [4, 4, 4] and out["context depth"] == 0
+    assert out["done busy"] is False and out["event done busy"] is False
+    assert out["synchronize waited"] > 0.2  # for the busy work and the held callbacks
+    assert out["held ran before synchronize returned"]
+    assert out["in order"] and out["held ran off the main thread"]
+    assert out["event done"] and out["capturing"] is False
+    assert out["awaited"]
+    assert out["unknown handle"] == "CudaError"
+    counted = out["calls"]
+    assert counted["cuInit"] >= 1
+    assert counted["cuLaunchHostFunc"] >= 400  # each callback one launch (notifications two)
+    assert counted["cuStreamIsCapturing"] >= 400  # a capture query per launch
+    assert min(counted.values()) > 0, counted  # every entry point was used
