@@ -823,8 +823,10 @@ def concurrent(quick: bool) -> dict[str, Any]:
 
 
 CTRL_C_CODE = """
-import asyncio, time, extstream
+import asyncio, signal, time, extstream
 from extstream import testing
+# Python's Ctrl-C handler even where SIGINT came ignored (a shell's background job)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 stream = extstream.Stream()
 event = extstream.Event()
 testing.busy(stream, 3)  # the exit after the interrupt waits for it: keep it short
