@@ -31,6 +31,7 @@ run self-check python3 -m extstream
 run tests env EXTSTREAM_REQUIRE_GPU=1 python3 -m pytest -q -p no:cacheprovider -rs tests
 run stress python3 benchmarks/stress.py
 run bench python3 -m extstream bench --json "$OUT/bench.json"
+run targets python3 benchmarks/targets.py "$OUT/bench.json"
 run callbacks python3 benchmarks/callbacks.py
 run call-paths python3 benchmarks/call_paths.py
 if [ -n "${PREVIOUS_SRC:-}" ]; then

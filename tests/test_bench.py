@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from extstream import Stream, _bench, _device, _stream, get_current_stream, sim
 from extstream._bench import EXT, RT, CallbackRow, Result, Row, Stats
 
-from .conftest import run_interpreter
+from .conftest import ROOT, run_interpreter
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -187,3 +189,51 @@ def test_the_several_device_row_takes_that_path_and_restores_the_state(
     assert [op.name for op in _bench.OPS if op.several_devices] == [
         "get_current_stream() [several devices]"
     ]
+
+
+def _targets() -> Any:
+    name = "extstream_bench_targets"
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / "targets.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # its dataclass looks its module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_targets_are_judged_from_one_run(tmp_path: Path) -> None:
+    targets = _targets()
+    medians = {EXT: 110.0, _bench.CUPY: 100.0}
+    rows = [
+        Row(op, {col: Stats(ns, ns, ns) for col, ns in medians.items() if col in op.stmts}, {})
+        for op in _bench.OPS
+    ]
+    callbacks = [
+        CallbackRow(
+            "burst of 1000 (per callback)",
+            {_bench.HELD: Stats(22.0, 21.0, 25.0), _bench.CUPY_HOST_FUNC: Stats(20.0, 19.0, 21.0)},
+            {_bench.NOTIFY: "made up missing"},
+        )
+    ]
+    result = Result({"GPU": "Made-up GPU"}, 1000, 5, 9.5, rows, callbacks, Stats(2.5, 2.0, 3.0))
+    report = json.loads(json.dumps(_bench.to_json(result)))
+    met = {v.target: v.met for v in targets.verdicts(report)}
+    assert met["done vs CuPy"] is True  # 1.10x, at most 1.15x
+    assert met["synchronize vs CuPy"] is False  # 1.10x, at most 1.0x
+    assert met["construct(ptr) vs CuPy"] is False  # at most 0.25x
+    assert met["get_current_stream() [several devices]"] is True  # 110 ns, at most 400
+    assert met["callbacks: burst, extstream held vs CuPy"] is False  # 1.10x
+    assert met["callbacks: burst, extstream notify vs CuPy"] is None  # not measured
+    assert met["callbacks: wake-up, extstream held vs CuPy"] is None  # no such row
+    assert met["await on an idle stream"] is True  # 2.5 us, at most 5
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(report))
+    shown = run_interpreter(str(ROOT / "benchmarks" / "targets.py"), str(path))
+    assert shown.returncode == 0, shown.stderr
+    summary = shown.stdout.strip().splitlines()[-1]
+    assert (
+        summary
+        == f"targets: {sum(v is True for v in met.values())} of {len(met)} met, 3 not measured"
+    )
+    unreadable = run_interpreter(str(ROOT / "benchmarks" / "targets.py"), str(tmp_path / "none"))
+    assert unreadable.returncode == 1 and "cannot read the bench report" in unreadable.stderr
