@@ -83,6 +83,45 @@ out["held ran off the main thread"] = bool(threads) and main not in threads
 out["event done"] = event.done
 out["capturing"] = stream.is_capturing
 
+lib.fake_busy(h[3], 500)
+fourth = extstream.ExternalStream(h[3], 0)
+started = time.perf_counter()
+try:
+    fourth.synchronize(timeout=0.05)
+    out["timeout"] = "none"
+except TimeoutError:
+    out["timeout"] = round(time.perf_counter() - started, 2)
+fourth.synchronize()
+
+# Threads launching on their own streams while CUDA's thread (here: the stand-in's)
+# runs the held callbacks, and a thread polling the GIL-keeping queries meanwhile.
+seen = {i: [] for i in range(4, 8)}
+def launch_on(i):
+    own = extstream.ExternalStream(lib.fake_stream(i), 0)
+    for k in range(300):
+        own.launch_host_func(seen[i].append, k, hold_stream=k % 3 != 0)
+    own.synchronize()
+polls = []
+def poll():
+    while len(polls) < 2000:
+        polls.append(stream.done and event.done)
+threads = [threading.Thread(target=launch_on, args=(i,)) for i in seen]
+threads.append(threading.Thread(target=poll))
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join(30)
+deadline = time.monotonic() + 10
+while any(len(v) < 300 for v in seen.values()) and time.monotonic() < deadline:
+    time.sleep(0.01)
+# each stream's callbacks all ran, the held ones in launch order, as did the notified ones
+out["threads"] = not any(thread.is_alive() for thread in threads) and all(
+    sorted(v) == list(range(300))
+    and [k for k in v if k % 3] == [k for k in range(300) if k % 3]
+    and [k for k in v if not k % 3] == list(range(0, 300, 3))
+    for v in seen.values()
+) and len(polls) == 2000 and all(polls)
+
 async def awaits():
     lib.fake_busy(h[2], 100)
     third = extstream.ExternalStream(h[2], 0)
@@ -150,6 +189,8 @@ def test_the_driver_path_against_a_stand_in_driver(fake_driver: Path) -> None:
     assert out["in order"] and out["held ran off the main thread"]
     assert out["event done"] and out["capturing"] is False
     assert out["awaited"]
+    assert 0.05 <= out["timeout"] < 0.4  # TimeoutError while the stream is still busy
+    assert out["threads"]
     assert out["unknown handle"] == "CudaError"
     counted = out["calls"]
     assert counted["cuInit"] >= 1
