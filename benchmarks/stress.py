@@ -77,6 +77,22 @@ def _python(code: str, env: dict[str, str] | None = None, timeout: float = 60) -
     )
 
 
+def _count_successes(backend: Any, keys: dict[str, str]) -> dict[str, int]:
+    """Count the backend's successful calls of each function, under its key."""
+    counts = dict.fromkeys(keys.values(), 0)
+    for name, key in keys.items():
+        original = getattr(backend, name)
+
+        def counting(*args: Any, original: Any = original, key: str = key) -> Any:
+            result = original(*args)
+            if result[0] is backend.SUCCESS:
+                counts[key] += 1
+            return result
+
+        setattr(backend, name, counting)
+    return counts
+
+
 def _wait_until(predicate: Callable[[], bool], timeout: float = 30) -> bool:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -749,22 +765,15 @@ def concurrent(quick: bool) -> dict[str, Any]:
     from extstream._backend import cuda as backend
 
     seconds = 3.0 if quick else 20.0
-    counts = {"created": 0, "destroyed": 0}
-    for name, key in (
-        ("cudaStreamCreateWithPriority", "created"),
-        ("cudaEventCreateWithFlags", "created"),
-        ("cudaStreamDestroy", "destroyed"),
-        ("cudaEventDestroy", "destroyed"),
-    ):
-        original = getattr(backend, name)
-
-        def counting(*args: Any, original: Any = original, key: str = key) -> Any:
-            result = original(*args)
-            if result[0] is backend.SUCCESS:
-                counts[key] += 1
-            return result
-
-        setattr(backend, name, counting)
+    counts = _count_successes(
+        backend,
+        {
+            "cudaStreamCreateWithPriority": "created",
+            "cudaEventCreateWithFlags": "created",
+            "cudaStreamDestroy": "destroyed",
+            "cudaEventDestroy": "destroyed",
+        },
+    )
     deadline = time.monotonic() + seconds
     wrong = [0]
     launched = [0]
@@ -819,6 +828,68 @@ def concurrent(quick: bool) -> dict[str, Any]:
         "ok": hung == 0 and wrong[0] == 0 and leaked == 0,
         "figure": f"{launched[0]} callbacks from 16 threads in {seconds:.0f} s: {hung} hangs, "
         f"{wrong[0]} wrong orders, {leaked} of {counts['created']} streams/events leaked",
+    }
+
+
+@scenario("waits that time out", "no stream or semaphore left per timed-out wait", 600)
+def timed_out_waits(quick: bool) -> dict[str, Any]:
+    import extstream
+    from extstream import _native, testing
+    from extstream._backend import cuda as backend
+
+    rounds, busy = (2, 0.3) if quick else (10, 1.0)
+    counts = _count_successes(
+        backend, {"cudaStreamCreateWithPriority": "made", "cudaStreamDestroy": "destroyed"}
+    )
+    new_semaphore = _native.new_semaphore
+    semaphores, blocking_phase = [0], [False]
+
+    def counted_semaphore() -> int:  # the blocking waits' (awaits' notifications use others)
+        semaphores[0] += blocking_phase[0]
+        return new_semaphore()
+
+    _native.new_semaphore = counted_semaphore
+
+    async def await_with_timeouts(event: Any) -> int:
+        timeouts = 0
+        while not event.done:
+            try:
+                await asyncio.wait_for(event, 0.001)
+            except asyncio.TimeoutError:
+                timeouts += 1
+        return timeouts
+
+    stream = extstream.Stream()
+    timeouts, most, start = 0, 0, _rss_mb()
+    for _ in range(rounds):
+        testing.busy(stream, busy)
+        event = stream.record()
+        half, blocking = time.monotonic() + busy / 2, 0
+        blocking_phase[0] = True
+        while time.monotonic() < half:  # polling: each kind of blocking wait in turn
+            for target in (event, stream):
+                try:
+                    target.synchronize(timeout=0.001)
+                except TimeoutError:
+                    blocking += 1
+        blocking_phase[0] = False
+        timeouts += blocking + asyncio.run(await_with_timeouts(event))
+        most = max(most, blocking)
+        stream.synchronize()
+    left = counts["made"] - counts["destroyed"]  # an idle waiter kept for the next wait: 1
+    growth = _rss_mb() - start
+    # A semaphore waits for its late post while others serve; then it serves again, so
+    # no more are made than the most blocking waits abandoned in one round.
+    ok = timeouts > 100 * rounds and left <= 1 and semaphores[0] <= most + 2 and growth < 50
+    return {
+        "timeouts": timeouts,
+        "waiters_left": left,
+        "semaphores": semaphores[0],
+        "most_abandoned_at_once": most,
+        "rss_mb": round(growth, 1),
+        "ok": ok,
+        "figure": f"{timeouts} timed-out waits in {rounds} rounds: {left} waiter streams left; "
+        f"{semaphores[0]} semaphores for up to {most} abandoned at once; +{growth:.1f} MB",
     }
 
 

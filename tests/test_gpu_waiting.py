@@ -6,10 +6,12 @@ import asyncio
 import json
 import threading
 import time
+from typing import Any
 
 import pytest
 
-from extstream import Event, Stream
+from extstream import Event, Stream, _native
+from extstream._backend import cuda
 
 from .conftest import ROOT, run_interpreter, run_python
 from .gpu_helpers import SLEEP_CODE, sleep_on
@@ -185,3 +187,58 @@ def test_forked_child_gets_a_clear_error() -> None:
         "child: cudaErrorInitializationError True",
         "child: cudaErrorInitializationError",
     ]
+
+
+def test_waits_that_time_out_cost_no_stream_and_no_semaphore_each(
+    stream: Stream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Polling with timeouts: each wait that ends before its host function ran
+    # leaves that host function queued. Its waiter stream is destroyed (CUDA
+    # frees it after the queued work) and its semaphore is taken again once the
+    # late post came, instead of one leaked stream and semaphore per timeout.
+    made = {"streams": 0, "destroyed": 0, "semaphores": 0}
+
+    def counted(key: str, function: Any) -> Any:
+        def wrapper(*args: Any) -> Any:
+            made[key] += 1
+            return function(*args)
+
+        return wrapper
+
+    monkeypatch.setattr(
+        cuda, "cudaStreamCreateWithPriority", counted("streams", cuda.cudaStreamCreateWithPriority)
+    )
+    monkeypatch.setattr(cuda, "cudaStreamDestroy", counted("destroyed", cuda.cudaStreamDestroy))
+    monkeypatch.setattr(_native, "new_semaphore", counted("semaphores", _native.new_semaphore))
+
+    async def await_with_timeouts(event: Event) -> int:
+        timeouts = 0
+        for _ in range(20):
+            try:
+                await asyncio.wait_for(event, 0.002)
+            except asyncio.TimeoutError:
+                timeouts += 1
+        return timeouts
+
+    def poll(event: Event) -> int:
+        timeouts = 0
+        for _ in range(30):
+            for target in (event, stream):
+                try:
+                    target.synchronize(timeout=0.002)
+                except TimeoutError:
+                    timeouts += 1
+        return timeouts + asyncio.run(await_with_timeouts(event))
+
+    sleep_on(stream, 0.5)
+    assert poll(stream.record()) == 80
+    stream.synchronize()
+    # every waiter stream made for a timed-out wait is destroyed again
+    assert made["streams"] - made["destroyed"] <= 1
+    semaphores = made["semaphores"]
+    sleep_on(stream, 0.5)
+    assert poll(stream.record()) == 80
+    stream.synchronize()
+    assert made["streams"] - made["destroyed"] <= 1
+    # the semaphores whose posts came late serve the second round
+    assert made["semaphores"] - semaphores <= 2

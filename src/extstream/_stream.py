@@ -666,7 +666,11 @@ class Event:
         except BaseException:
             _wait.give_back(waiter)  # it waits for nothing: others may use it
             raise
-        launch(waiter[1], True)
+        try:
+            launch(waiter[1], True)
+        except BaseException:
+            _wait.abandon(waiter)  # the wait for the event may be queued on it
+            raise
         return waiter
 
     def elapsed_time(self, end: Event) -> float:

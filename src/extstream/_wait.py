@@ -18,6 +18,13 @@ for streams and events alike, in every thread.
 A host function needs a stream: a stream waits on itself; an event borrows a
 *waiter*, a stream of its device that only waits for events (each wait its
 own, so that waits do not queue behind each other).
+
+A wait that ends before its host function ran (a timeout, Ctrl-C, an error, a
+cancelled ``await``) leaves that host function queued. Its waiter is destroyed,
+which CUDA does once the queued work is done, so that no later wait queues
+behind it; its semaphore waits for the late post in a pool of abandoned ones
+and is taken again once that post has come. Polling with timeouts so costs
+neither a stream nor a semaphore per timeout.
 """
 
 from __future__ import annotations
@@ -64,6 +71,10 @@ class _ThreadSemaphore(threading.local):
 
 _local = _ThreadSemaphore()
 _idle_waiters: collections.defaultdict[int, list[int]] = collections.defaultdict(list)
+# Semaphores of waits that ended before their post came: each is posted once more
+# (unless a fault keeps its host function from running), then reusable.
+_abandoned: collections.deque[int] = collections.deque()
+_RECLAIM_TRIES: Final = 4  # abandoned semaphores asked before a new one is made
 
 
 def check_timeout(timeout: object) -> None:
@@ -88,6 +99,7 @@ def block(target: Waitable, timeout: float | None, what: str) -> None:
     semaphore = _local.address or _new_thread_semaphore()
     deadline = None if timeout is None else time.monotonic() + timeout
     posted = False
+    waiter = None
     try:
         waiter = target._launch_after(
             lambda ptr, direct: enqueue_host_function(
@@ -106,9 +118,12 @@ def block(target: Waitable, timeout: float | None, what: str) -> None:
                 posted = _native.try_take(semaphore)
                 break
     finally:
-        if not posted:
-            _local.address = 0  # its post may still come: never reuse this semaphore
-    give_back(waiter)
+        if posted:
+            give_back(waiter)
+        else:  # its post may still come: reuse the semaphore only after it
+            _local.address = 0
+            _abandoned.append(semaphore)
+            abandon(waiter)
 
 
 async def until_done(target: Waitable) -> None:
@@ -122,13 +137,17 @@ async def until_done(target: Waitable) -> None:
     waiter = target._launch_after(
         lambda ptr, direct: _callbacks.launch(ptr, direct, _resolve, ((loop, future),), False)
     )
-    while not future.done():
-        await asyncio.wait((future,), timeout=_SLICE)
-        if target.done:  # also raises the CudaError that keeps the notification from coming
-            break
-    end = time.perf_counter() + _SETTLE
-    while not target.done and time.perf_counter() < end:  # as _settle, without blocking
-        await asyncio.sleep(0)
+    try:
+        while not future.done():
+            await asyncio.wait((future,), timeout=_SLICE)
+            if target.done:  # also raises the CudaError that keeps the notification from coming
+                break
+        end = time.perf_counter() + _SETTLE
+        while not target.done and time.perf_counter() < end:  # as _settle, without blocking
+            await asyncio.sleep(0)
+    except BaseException:  # cancelled, or the CudaError: the notification may still come
+        abandon(waiter)
+        raise
     give_back(waiter)
 
 
@@ -159,6 +178,16 @@ def _spin_until(target: Waitable, timeout: float | None) -> bool:
 
 
 def _new_thread_semaphore() -> int:
+    """This thread's wait semaphore: an abandoned one whose late post came, or a new one."""
+    for _ in range(min(_RECLAIM_TRIES, len(_abandoned))):
+        try:
+            semaphore = _abandoned.popleft()
+        except IndexError:  # other threads took them meanwhile
+            break
+        if _native.try_take(semaphore):  # its post came: nothing more will
+            _local.address = semaphore
+            return semaphore
+        _abandoned.append(semaphore)
     _local.address = _native.new_semaphore()
     return _local.address
 
@@ -193,9 +222,21 @@ def give_back(waiter: Waiter | None) -> None:
         _idle_waiters[waiter[0]].append(waiter[1])
 
 
+def abandon(waiter: Waiter | None) -> None:
+    """Destroy a waiter whose queued work may still be pending (None: nothing was borrowed).
+
+    CUDA releases a destroyed stream once its work is done, so the late host
+    function still runs and no later wait queues behind it. An error (a faulted
+    context) leaves the waiter to the process's end.
+    """
+    if waiter is not None:
+        _cuda.cudaStreamDestroy(_cuda.stream_t(waiter[1]))
+
+
 def _after_fork_in_child() -> None:
     # The parent's waiter streams are not this process's.
     _idle_waiters.clear()
+    _abandoned.clear()
     _local.address = 0
 
 
