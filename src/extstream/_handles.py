@@ -193,7 +193,12 @@ def destroy_once(owner: Owner) -> None:
         ptr = owner._alive.pop()
     except IndexError:
         return
-    destroy = owner._destroy
+    destroy_or_defer(owner._destroy, ptr)
+
+
+def destroy_or_defer(destroy: Callable[[int], None], ptr: int) -> None:
+    """``destroy(ptr)``, or soon after on the reaper thread where CUDA refused it
+    because it ran inside a host function (a collection on CUDA's thread)."""
     try:
         destroy(ptr)
     except CudaError as exc:
@@ -202,6 +207,11 @@ def destroy_once(owner: Owner) -> None:
         _deferred.append((destroy, ptr))  # atomic: no lock in a finalizer
         if _reaper_semaphore:
             _native.post(_reaper_semaphore)
+
+
+def destroy_stream(ptr: int) -> None:
+    """Destroy an owned stream (CUDA frees it once its queued work is done)."""
+    call(_cuda.cudaStreamDestroy, _cuda.stream_t(ptr))
 
 
 def finalize(owner: Owner, _finalizing: Callable[[], bool] = sys.is_finalizing) -> None:

@@ -483,7 +483,7 @@ class Stream(ExternalStream):
         _handles.destroy_once(self)
 
     def _destroy(self, ptr: int) -> None:
-        call(_cuda.cudaStreamDestroy, _cuda.stream_t(ptr))
+        _handles.destroy_stream(ptr)
 
     def _prepare(self) -> bool:
         if not self._alive:

@@ -30,6 +30,7 @@ neither a stream nor a semaphore per timeout.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import threading
 import time
@@ -38,7 +39,8 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 from . import _callbacks, _device, _native
 from ._backend import cuda as _cuda
-from ._handles import enqueue_host_function
+from ._errors import CudaError
+from ._handles import destroy_or_defer, destroy_stream, enqueue_host_function
 
 if TYPE_CHECKING:
     import asyncio
@@ -226,11 +228,12 @@ def abandon(waiter: Waiter | None) -> None:
     """Destroy a waiter whose queued work may still be pending (None: nothing was borrowed).
 
     CUDA releases a destroyed stream once its work is done, so the late host
-    function still runs and no later wait queues behind it. An error (a faulted
-    context) leaves the waiter to the process's end.
+    function still runs and no later wait queues behind it. A faulted context
+    refuses the destroy: then the waiter goes with the process.
     """
     if waiter is not None:
-        _cuda.cudaStreamDestroy(_cuda.stream_t(waiter[1]))
+        with contextlib.suppress(CudaError):
+            destroy_or_defer(destroy_stream, waiter[1])
 
 
 def _after_fork_in_child() -> None:
