@@ -242,3 +242,23 @@ def test_waits_that_time_out_cost_no_stream_and_no_semaphore_each(
     assert made["streams"] - made["destroyed"] <= 1
     # the semaphores whose posts came late serve the second round
     assert made["semaphores"] - semaphores <= 2
+
+
+def test_threads_that_wait_and_end_leave_no_semaphore_behind(
+    stream: Stream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made = [0]
+    new_semaphore = _native.new_semaphore
+
+    def counted() -> int:
+        made[0] += 1
+        return new_semaphore()
+
+    monkeypatch.setattr(_native, "new_semaphore", counted)
+    for _ in range(50):  # a short-lived thread per wait, one after the other
+        sleep_on(stream, 0.01)
+        worker = threading.Thread(target=stream.synchronize)
+        worker.start()
+        worker.join(10)
+        assert not worker.is_alive() and stream.done
+    assert made[0] <= 2  # the semaphores are pooled, not one per thread

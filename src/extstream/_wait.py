@@ -19,12 +19,13 @@ A host function needs a stream: a stream waits on itself; an event borrows a
 *waiter*, a stream of its device that only waits for events (each wait its
 own, so that waits do not queue behind each other).
 
-A wait that ends before its host function ran (a timeout, Ctrl-C, an error, a
-cancelled ``await``) leaves that host function queued. Its waiter is destroyed,
-which CUDA does once the queued work is done, so that no later wait queues
-behind it; its semaphore waits for the late post in a pool of abandoned ones
-and is taken again once that post has come. Polling with timeouts so costs
-neither a stream nor a semaphore per timeout.
+A blocking wait takes a semaphore from a pool and gives it back. A wait that
+ends before its host function ran (a timeout, Ctrl-C, an error, a cancelled
+``await``) leaves that host function queued. Its waiter is destroyed, which
+CUDA does once the queued work is done, so that no later wait queues behind
+it; its semaphore waits for the late post among the abandoned ones and serves
+again once that post has come. Polling with timeouts so costs neither a stream
+nor a semaphore per timeout, and threads that end leave no semaphore behind.
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
-import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, Protocol
@@ -67,14 +67,12 @@ class Waitable(Protocol):
         return the waiter borrowed for that, if any."""
 
 
-class _ThreadSemaphore(threading.local):
-    address = 0  # this thread's wait semaphore; 0 until made
-
-
-_local = _ThreadSemaphore()
 _idle_waiters: collections.defaultdict[int, list[int]] = collections.defaultdict(list)
-# Semaphores of waits that ended before their post came: each is posted once more
-# (unless a fault keeps its host function from running), then reusable.
+# The waits' semaphores (never freed: see _native). Spare ones are at 0 with no
+# post to come. Abandoned ones belong to waits that ended before their post came:
+# each is posted once more (unless a fault keeps its host function from running),
+# then spare again. A pool, not one per thread, so ended threads leave none behind.
+_spare: list[int] = []
 _abandoned: collections.deque[int] = collections.deque()
 _RECLAIM_TRIES: Final = 4  # abandoned semaphores asked before a new one is made
 
@@ -98,16 +96,22 @@ def block(target: Waitable, timeout: float | None, what: str) -> None:
         check_timeout(timeout)
     if target.done or _spin_until(target, timeout):
         return
-    semaphore = _local.address or _new_thread_semaphore()
-    deadline = None if timeout is None else time.monotonic() + timeout
-    posted = False
-    waiter = None
+    semaphore = _take_semaphore()
     try:
         waiter = target._launch_after(
             lambda ptr, direct: enqueue_host_function(
                 ptr, direct, _native.SEM_POST_ADDRESS, semaphore
             )
         )
+    except CudaError:  # nothing was queued: no post will come
+        _spare.append(semaphore)
+        raise
+    except BaseException:  # an interrupt may have come after CUDA took the post
+        _abandoned.append(semaphore)
+        raise
+    deadline = None if timeout is None else time.monotonic() + timeout
+    posted = False
+    try:
         while True:
             left = _SLICE if deadline is None else min(_SLICE, deadline - time.monotonic())
             if left <= 0:
@@ -121,9 +125,9 @@ def block(target: Waitable, timeout: float | None, what: str) -> None:
                 break
     finally:
         if posted:
+            _spare.append(semaphore)
             give_back(waiter)
         else:  # its post may still come: reuse the semaphore only after it
-            _local.address = 0
             _abandoned.append(semaphore)
             abandon(waiter)
 
@@ -179,19 +183,22 @@ def _spin_until(target: Waitable, timeout: float | None) -> bool:
     return False
 
 
-def _new_thread_semaphore() -> int:
-    """This thread's wait semaphore: an abandoned one whose late post came, or a new one."""
+def _take_semaphore() -> int:
+    """A semaphore at 0 for one wait: a spare one, an abandoned one whose late post
+    came, or a new one."""
+    try:
+        return _spare.pop()
+    except IndexError:
+        pass
     for _ in range(min(_RECLAIM_TRIES, len(_abandoned))):
         try:
             semaphore = _abandoned.popleft()
         except IndexError:  # other threads took them meanwhile
             break
         if _native.try_take(semaphore):  # its post came: nothing more will
-            _local.address = semaphore
             return semaphore
         _abandoned.append(semaphore)
-    _local.address = _native.new_semaphore()
-    return _local.address
+    return _native.new_semaphore()
 
 
 def _resolve(target: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]) -> None:
@@ -239,8 +246,7 @@ def abandon(waiter: Waiter | None) -> None:
 def _after_fork_in_child() -> None:
     # The parent's waiter streams are not this process's.
     _idle_waiters.clear()
-    _abandoned.clear()
-    _local.address = 0
+    _abandoned.clear()  # posts from the parent's GPU work never come here
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
