@@ -192,3 +192,24 @@ def test_a_full_stream_holds_back_its_producer(stream: Stream) -> None:
     producer.join(timeout=10)
     assert not producer.is_alive() and len(launched) == _sim.QUEUE_DEPTH + 1000
     stream.synchronize()
+
+
+@on_sim
+def test_idle_streams_keep_no_worker_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A thread's per-thread default stream (handle 2) is never destroyed: its
+    # worker ends once idle, and the next work starts another.
+    monkeypatch.setattr(_sim, "_IDLE_WORKER", 0.05)
+    before = threading.active_count()
+
+    def use_own_default_stream() -> None:
+        own = ExternalStream(2)
+        sim.busy(own, 0.01)
+        own.synchronize()
+
+    threads = [threading.Thread(target=use_own_default_stream) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert wait_until(lambda: threading.active_count() <= before)
+    use_own_default_stream()  # a worker again for work after the idle time

@@ -215,6 +215,9 @@ DEVICE_COUNT: Final = _config.sim_device_count()  # the simulated machine's devi
 # pushes back too (its depth depends on the work and is not documented): so a
 # producer that outpaces the stream is held back instead of growing memory.
 QUEUE_DEPTH: Final = 4096
+# Seconds a stream's worker thread waits for work before it ends: streams that
+# are never destroyed (a thread's per-thread default stream) keep no thread.
+_IDLE_WORKER: Final = 1.0
 
 
 def _visible_devices() -> list[int]:
@@ -345,11 +348,12 @@ class _Stream:
     def _work(self) -> None:
         while True:
             with self.condition:
-                while not self.queue:
-                    if self.destroyed:  # its work is done and no more can come
+                if not self.queue:
+                    if not self.destroyed:
+                        self.condition.wait(_IDLE_WORKER)
+                    if not self.queue:  # destroyed, or idle: the next enqueue starts another
                         self.worker = None
                         return
-                    self.condition.wait()
                 op = self.queue[0]
             for dep in op.deps:
                 dep.done.wait()
