@@ -838,6 +838,7 @@ def timed_out_waits(quick: bool) -> dict[str, Any]:
     from extstream._backend import cuda as backend
 
     rounds, busy = (2, 0.3) if quick else (10, 1.0)
+    stream = extstream.Stream()
     counts = _count_successes(
         backend, {"cudaStreamCreateWithPriority": "made", "cudaStreamDestroy": "destroyed"}
     )
@@ -859,7 +860,6 @@ def timed_out_waits(quick: bool) -> dict[str, Any]:
                 timeouts += 1
         return timeouts
 
-    stream = extstream.Stream()
     timeouts, most, start = 0, 0, _rss_mb()
     for _ in range(rounds):
         testing.busy(stream, busy)
@@ -876,7 +876,7 @@ def timed_out_waits(quick: bool) -> dict[str, Any]:
         timeouts += blocking + asyncio.run(await_with_timeouts(event))
         most = max(most, blocking)
         stream.synchronize()
-    left = counts["made"] - counts["destroyed"]  # an idle waiter kept for the next wait: 1
+    left = counts["made"] - counts["destroyed"]  # at most an idle waiter kept for reuse
     growth = _rss_mb() - start
     # A semaphore waits for its late post while others serve; then it serves again, so
     # no more are made than the most blocking waits abandoned in one round.
