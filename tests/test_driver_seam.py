@@ -58,9 +58,9 @@ out["context depth"] = lib.fake_context_depth()
 
 event = extstream.Event.from_handle(lib.fake_event(0), 0)
 main = threading.get_ident()
-held_ran, notified_ran, threads = [], [], set()
+held_ran, notified_ran, held_threads = [], [], set()
 def held(i):
-    threads.add(threading.get_ident())
+    held_threads.add(threading.get_ident())
     held_ran.append(i)
 lib.fake_busy(h[0], 300)
 out["done busy"] = stream.done
@@ -79,7 +79,7 @@ while len(notified_ran) < 200 and time.monotonic() < deadline:
     time.sleep(0.01)
 # Each kind in launch order (a notification runs on extstream's dispatcher, later).
 out["in order"] = held_ran == list(range(0, 400, 2)) and notified_ran == list(range(1, 400, 2))
-out["held ran off the main thread"] = bool(threads) and main not in threads
+out["held ran off the main thread"] = bool(held_threads) and main not in held_threads
 out["event done"] = event.done
 out["capturing"] = stream.is_capturing
 
@@ -134,7 +134,7 @@ not_a_stream = ctypes.create_string_buffer(64)
 try:
     extstream.ExternalStream(ctypes.addressof(not_a_stream), 0).done
     out["unknown handle"] = "accepted"
-except extstream.CudaError as exc:
+except extstream.CudaError:
     out["unknown handle"] = "CudaError"
 out["calls"] = {
     n: calls(n)
