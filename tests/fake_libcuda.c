@@ -6,7 +6,8 @@
  * functions extstream calls, with CUDA's C signatures, over a small model:
  * one host thread runs all queued work in launch order (host functions, event
  * records, "busy" sleeps), as CUDA's host-function thread runs host functions.
- * A stream's context names its device: stream i is on device i % 2. Every other
+ * A stream's context names its device: stream i is on device i % 2. Like a real
+ * driver it reads through each handle, so an unreadable one crashes. Every other
  * driver function is missing (cuGetProcAddress says so), so the CUDA runtime
  * reports an old driver and extstream's runtime path fails cleanly.
  */
@@ -45,7 +46,11 @@ enum { INIT, VERSION, QUERY, EVENT_QUERY, EVENT_RECORD, WAIT_EVENT, LAUNCH, CAPT
 static int calls[COUNT];
 #define COUNTED(k) __atomic_fetch_add(&calls[k], 1, __ATOMIC_RELAXED)
 
+/* As a real driver does, read through every handle but the special ones (0, 1, 2):
+ * an unreadable one crashes the process here too. */
 static int index_in(char (*table)[64], void *handle) {
+  if ((uintptr_t)handle <= 2) return -1;
+  (void)*(volatile char *)handle;
   intptr_t offset = (char *)handle - &table[0][0];
   return offset >= 0 && offset < N * 64 && offset % 64 == 0 ? (int)(offset / 64) : -1;
 }

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import run_python
+from .conftest import ROOT, run_interpreter, run_python
 
 SOURCE = Path(__file__).with_name("fake_libcuda.c")
 
@@ -197,3 +197,20 @@ def test_the_driver_path_against_a_stand_in_driver(fake_driver: Path) -> None:
     assert counted["cuLaunchHostFunc"] >= 400  # each callback one launch (notifications two)
     assert counted["cuStreamIsCapturing"] >= 400  # a capture query per launch
     assert min(counted.values()) > 0, counted  # every entry point was used
+
+
+def test_the_fuzz_on_the_driver_path_meets_only_documented_errors(fake_driver: Path) -> None:
+    # The stress suite's fuzz with a driver that initialises: readable non-handles
+    # now take the ctypes entry points (the stand-in refuses what it did not make,
+    # where a real driver could crash), then the runtime, and every public call
+    # still raises only extstream's documented errors.
+    result = run_interpreter(
+        str(ROOT / "benchmarks" / "stress.py"),
+        "--json",
+        "--only",
+        "fuzz",
+        env={"EXTSTREAM_BACKEND": "cuda", "LD_LIBRARY_PATH": str(fake_driver.parent)},
+        timeout=300,
+    )
+    report = json.loads(result.stdout)["scenarios"]["fuzz"]
+    assert report["ok"] and report["unexpected"] == 0 and report["cases"] >= 3000, report
