@@ -213,3 +213,26 @@ def test_idle_streams_keep_no_worker_thread(monkeypatch: pytest.MonkeyPatch) -> 
         thread.join(10)
     assert wait_until(lambda: threading.active_count() <= before)
     use_own_default_stream()  # a worker again for work after the idle time
+
+
+@on_sim
+def test_host_functions_of_a_device_run_one_at_a_time() -> None:
+    # As CUDA runs a context's host functions on one thread, a slow held callback
+    # on one stream delays those of the device's other streams.
+    first, second = Stream(), Stream()
+    started = threading.Event()
+    order: list[str] = []
+
+    def slow(_: object) -> None:
+        started.set()
+        time.sleep(0.2)
+        order.append("slow")
+
+    first.launch_host_func(slow, None)
+    assert started.wait(5)
+    second.launch_host_func(order.append, "other")
+    second.synchronize()
+    first.synchronize()
+    assert order == ["slow", "other"]
+    first.close()
+    second.close()

@@ -15,7 +15,7 @@ asynchronously (work runs later, on one worker thread per stream):
   without ``timing=True``;
 - host functions, called through their C address with ctypes, blocking their
   stream until they return (so libc ``sem_post`` and ctypes thunks run as on a
-  GPU);
+  GPU), one at a time per device, as CUDA runs a context's on one thread;
 - stream capture into graphs that replay and destroy their user objects
   (:mod:`extstream.sim` starts and ends captures);
 - CUDA's error codes: invalid handles (which the simulator, unlike the GPU,
@@ -360,7 +360,11 @@ class _Stream:
             device = _devices[self.device]
             self.history.append(op.kind)  # before it runs: a host function may wake a reader
             if op.action is not None and not device.sticky:
-                op.action()
+                if op.kind[0] == "host function":
+                    with device.host_functions:  # one at a time, as on CUDA's one thread
+                        op.action()
+                else:
+                    op.action()
             with self.condition:
                 self.queue.popleft()
                 if len(self.queue) == QUEUE_DEPTH - 1:  # there is room again
@@ -384,12 +388,14 @@ class _Event:
 
 
 class _Device:
-    __slots__ = ("legacy", "per_thread", "sticky")
+    __slots__ = ("host_functions", "legacy", "per_thread", "sticky")
 
     def __init__(self, index: int) -> None:
         self.legacy = _Stream(0, index, 0, 0)
         self.per_thread: dict[int, _Stream] = {}
         self.sticky = 0
+        # CUDA runs all host functions of a context on one thread: held by the one running.
+        self.host_functions = threading.Lock()
 
 
 class _Graph:
