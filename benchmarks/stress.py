@@ -754,7 +754,7 @@ def gc_churn(quick: bool) -> dict[str, Any]:
         "extra_threads": threads,
         "ok": ok,
         "figure": f"{wrapped} temporary {'/'.join(m[0] for m in makers)} objects: "
-        f"{errors} errors, +{growth:.1f} MB; {short} short-lived streams: +{threads} threads, "
+        f"{errors} errors, +{growth:.1f} MB; {short} short-lived streams: {threads:+d} threads, "
         f"+{short_growth:.1f} MB",
     }
 
