@@ -216,6 +216,11 @@ class Stats:
     min: float
     max: float
 
+    @classmethod
+    def of(cls, samples: list[float]) -> Stats:
+        """The median, min and max of one cell's batches."""
+        return cls(statistics.median(samples), min(samples), max(samples))
+
 
 @dataclass(frozen=True)
 class Row:
@@ -448,7 +453,7 @@ def measure_callbacks(
             for way, launch in launchers.items():
                 samples[way].append(measurement(launch))
                 stream.synchronize()
-        stats = {way: Stats(statistics.median(v), min(v), max(v)) for way, v in samples.items()}
+        stats = {way: Stats.of(v) for way, v in samples.items()}
         rows.append(CallbackRow(name, stats, dict(missing)))
     return rows
 
@@ -456,7 +461,7 @@ def measure_callbacks(
 def measure_await(stream: ExternalStream, batches: int) -> Stats:
     """µs per ``await stream`` on an idle stream (CuPy's streams cannot be awaited)."""
     samples = [await_idle_us(stream, AWAITS) for _ in range(batches)]
-    return Stats(statistics.median(samples), min(samples), max(samples))
+    return Stats.of(samples)
 
 
 # --- measurement ---
@@ -494,7 +499,7 @@ def measure(
         for col, timer in timers.items():
             samples[col].append(timer.timeit(n) / n)
             reset()
-    stats = {col: Stats(statistics.median(v), min(v), max(v)) for col, v in samples.items()}
+    stats = {col: Stats.of(v) for col, v in samples.items()}
     return Row(op, stats, failed)
 
 
