@@ -189,6 +189,16 @@ def test_forked_child_gets_a_clear_error() -> None:
     ]
 
 
+def _counted(made: dict[str, int], key: str, function: Any) -> Any:
+    """*function*, counting its calls in ``made[key]``."""
+
+    def counting(*args: Any) -> Any:
+        made[key] += 1
+        return function(*args)
+
+    return counting
+
+
 def test_waits_that_time_out_cost_no_stream_and_no_semaphore_each(
     stream: Stream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -197,19 +207,17 @@ def test_waits_that_time_out_cost_no_stream_and_no_semaphore_each(
     # frees it after the queued work) and its semaphore is taken again once the
     # late post came, instead of one leaked stream and semaphore per timeout.
     made = {"streams": 0, "destroyed": 0, "semaphores": 0}
-
-    def counted(key: str, function: Any) -> Any:
-        def wrapper(*args: Any) -> Any:
-            made[key] += 1
-            return function(*args)
-
-        return wrapper
-
     monkeypatch.setattr(
-        cuda, "cudaStreamCreateWithPriority", counted("streams", cuda.cudaStreamCreateWithPriority)
+        cuda,
+        "cudaStreamCreateWithPriority",
+        _counted(made, "streams", cuda.cudaStreamCreateWithPriority),
     )
-    monkeypatch.setattr(cuda, "cudaStreamDestroy", counted("destroyed", cuda.cudaStreamDestroy))
-    monkeypatch.setattr(_native, "new_semaphore", counted("semaphores", _native.new_semaphore))
+    monkeypatch.setattr(
+        cuda, "cudaStreamDestroy", _counted(made, "destroyed", cuda.cudaStreamDestroy)
+    )
+    monkeypatch.setattr(
+        _native, "new_semaphore", _counted(made, "semaphores", _native.new_semaphore)
+    )
 
     async def await_with_timeouts(event: Event) -> int:
         timeouts = 0
@@ -247,18 +255,14 @@ def test_waits_that_time_out_cost_no_stream_and_no_semaphore_each(
 def test_threads_that_wait_and_end_leave_no_semaphore_behind(
     stream: Stream, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    made = [0]
-    new_semaphore = _native.new_semaphore
-
-    def counted() -> int:
-        made[0] += 1
-        return new_semaphore()
-
-    monkeypatch.setattr(_native, "new_semaphore", counted)
+    made = {"semaphores": 0}
+    monkeypatch.setattr(
+        _native, "new_semaphore", _counted(made, "semaphores", _native.new_semaphore)
+    )
     for _ in range(50):  # a short-lived thread per wait, one after the other
         sleep_on(stream, 0.01)
         worker = threading.Thread(target=stream.synchronize)
         worker.start()
         worker.join(10)
         assert not worker.is_alive() and stream.done
-    assert made[0] <= 2  # the semaphores are pooled, not one per thread
+    assert made["semaphores"] <= 2  # the semaphores are pooled, not one per thread
