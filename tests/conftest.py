@@ -3,11 +3,13 @@ extstream's own pytest plugin (``pytest_extstream``)."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,6 +41,23 @@ def run_interpreter(
         timeout=timeout,
         check=False,
     )
+
+
+def stress_scenario(
+    name: str, *options: str, env: dict[str, str] | None = None, timeout: float = 600
+) -> dict[str, Any]:
+    """The JSON report of the stress suite's scenario *name*, run in a fresh interpreter."""
+    result = run_interpreter(
+        str(ROOT / "benchmarks" / "stress.py"),
+        *options,
+        "--json",
+        "--only",
+        name,
+        env=env,
+        timeout=timeout,
+    )
+    report: dict[str, Any] = json.loads(result.stdout)["scenarios"][name]
+    return report
 
 
 def fake_stream(ptr: int, device_id: int) -> extstream.ExternalStream:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import ROOT, run_interpreter, run_python
+from .conftest import run_python, stress_scenario
 
 SOURCE = Path(__file__).with_name("fake_libcuda.c")
 
@@ -204,13 +204,9 @@ def test_the_fuzz_on_the_driver_path_meets_only_documented_errors(fake_driver: P
     # now take the ctypes entry points (the stand-in refuses what it did not make,
     # where a real driver could crash), then the runtime, and every public call
     # still raises only extstream's documented errors.
-    result = run_interpreter(
-        str(ROOT / "benchmarks" / "stress.py"),
-        "--json",
-        "--only",
+    report = stress_scenario(
         "fuzz",
         env={"EXTSTREAM_BACKEND": "cuda", "LD_LIBRARY_PATH": str(fake_driver.parent)},
         timeout=300,
     )
-    report = json.loads(result.stdout)["scenarios"]["fuzz"]
     assert report["ok"] and report["unexpected"] == 0 and report["cases"] >= 3000, report

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import pickle
 
 import pytest
 
 from extstream import CudaError, ExternalStream
 
-from .conftest import ROOT, run_interpreter, run_python
+from .conftest import run_python, stress_scenario
 
 
 def test_message_names_status_explanation_and_call() -> None:
@@ -111,16 +110,12 @@ def test_the_fuzz_without_a_driver_meets_only_documented_errors() -> None:
     # The stress suite's fuzz on the real backend with no usable device: every
     # public call, readable non-handles included, raises TypeError, ValueError,
     # CudaError, TimeoutError or RuntimeError itself (no dependency's subclass).
-    result = run_interpreter(
-        str(ROOT / "benchmarks" / "stress.py"),
-        "--quick",
-        "--json",
-        "--only",
+    report = stress_scenario(
         "fuzz",
+        "--quick",
         env={"CUDA_VISIBLE_DEVICES": "", "EXTSTREAM_BACKEND": "cuda"},
         timeout=300,
     )
-    report = json.loads(result.stdout)["scenarios"]["fuzz"]
     assert report["ok"] and report["unexpected"] == 0, report
 
 

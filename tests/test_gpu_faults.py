@@ -9,7 +9,6 @@ collection inside extstream or on CUDA's thread: no deadlock, no leak.
 from __future__ import annotations
 
 import gc
-import json
 from typing import Any
 
 import pytest
@@ -17,7 +16,7 @@ import pytest
 from extstream import Event, Stream
 from extstream._backend import cuda as backend
 
-from .conftest import ROOT, run_interpreter, run_python
+from .conftest import run_python, stress_scenario
 from .gpu_helpers import wait_until
 
 pytestmark = pytest.mark.gpu
@@ -29,15 +28,7 @@ def test_a_fault_during_each_wait_kind_raises_it_and_the_process_exits() -> None
     # kernel fault, then a held and a notified callback and an event record.
     # Every wait must raise cudaErrorIllegalAddress within 100 ms of the fault,
     # no callback may run, and the child must exit at once, saying what it dropped.
-    result = run_interpreter(
-        str(ROOT / "benchmarks" / "stress.py"),
-        "--quick",
-        "--json",
-        "--only",
-        "kernel fault during each wait",
-        timeout=600,
-    )
-    report = json.loads(result.stdout)["scenarios"]["kernel fault during each wait"]
+    report = stress_scenario("kernel fault during each wait", "--quick")
     assert report["ok"], report
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 from typing import Any
@@ -13,7 +12,7 @@ import pytest
 from extstream import Event, Stream, _native
 from extstream._backend import cuda
 
-from .conftest import ROOT, run_interpreter, run_python
+from .conftest import run_python, stress_scenario
 from .gpu_helpers import SLEEP_CODE, sleep_on
 
 pytestmark = pytest.mark.gpu
@@ -115,14 +114,7 @@ def test_ctrl_c_interrupts_every_wait_kind_at_once() -> None:
     # timeout, Event.synchronize, await stream, await event) on 3 s of GPU work
     # and gets SIGINT; KeyboardInterrupt must come within 100 ms, and the child
     # exits cleanly.
-    result = run_interpreter(
-        str(ROOT / "benchmarks" / "stress.py"),
-        "--json",
-        "--only",
-        "Ctrl-C during each wait",
-        timeout=600,
-    )
-    report = json.loads(result.stdout)["scenarios"]["Ctrl-C during each wait"]
+    report = stress_scenario("Ctrl-C during each wait")
     assert report["ok"], report
 
 

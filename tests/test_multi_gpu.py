@@ -7,7 +7,6 @@ simulator with ``EXTSTREAM_SIM_DEVICES=2`` (the last test starts that run).
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import pytest
 import extstream
 from extstream import ExternalStream, Stream, as_stream, get_current_stream
 
-from .conftest import ROOT
+from .conftest import ROOT, stress_scenario
 from .gpu_helpers import capture, sleep_on, torch_or_skip, wait_until
 
 two_devices = pytest.mark.multi_gpu(2)
@@ -164,15 +163,7 @@ def test_a_fault_on_device_1_leaves_device_0s_waits_and_callbacks_alone() -> Non
     # The stress suite's scenario: device 0 busy with a held and a notified callback
     # and a record; device 1 faults; device 0's waits (threads, await) and new work
     # succeed and its callbacks run, while device 1's wait raises the fault.
-    name = "two devices: a fault on device 1"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "stress.py"), "--json", "--only", name],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    report = json.loads(result.stdout)["scenarios"][name]
+    report = stress_scenario("two devices: a fault on device 1")
     assert report["ok"] and not report.get("not_run"), report
 
 
