@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -67,6 +68,20 @@ def fake_stream(ptr: int, device_id: int) -> extstream.ExternalStream:
         return extstream.ExternalStream(ptr, device_id)
     finally:
         extstream.set_debug_checks(previous)
+
+
+@pytest.fixture(scope="session")
+def fake_driver(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The driver model (tests/driver/fake_libcuda.c) built as a ``libcuda.so.1``; a
+    child that puts its folder on ``LD_LIBRARY_PATH`` loads it as the driver."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("needs a C compiler to build the driver model")
+    library = tmp_path_factory.mktemp("driver") / "libcuda.so.1"
+    source = ROOT / "tests" / "driver" / "fake_libcuda.c"
+    flags = ["-O1", "-Wall", "-Wextra", "-Werror", "-shared", "-fPIC", "-pthread"]
+    subprocess.run([compiler, *flags, "-o", str(library), str(source)], check=True)
+    return library
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
-"""extstream's driver path, run on a CPU against a stand-in libcuda.so.1.
+"""extstream's driver path, run on a CPU against the driver model (tests/driver/).
 
 CI has no driver, so neither cuda.bindings' driver calls nor extstream's ctypes
-entry points run there, and the simulator replaces both. ``fake_libcuda.c``
+entry points run there, and the simulator replaces both. ``tests/driver/fake_libcuda.c``
 gives them the driver functions extstream calls, with CUDA's C signatures: the
 test then runs extstream's real backend on them in a child process, so that
 ``cuInit``, ``cuGetProcAddress``, the GIL-keeping queries, the launch, the
@@ -13,15 +13,11 @@ version CI installs. What CUDA itself does is for the GPU run to show.
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from .conftest import run_python, stress_scenario
-
-SOURCE = Path(__file__).with_name("fake_libcuda.c")
 
 CHILD = r"""
 import asyncio, ctypes, json, sys, threading, time
@@ -143,31 +139,6 @@ out["calls"] = {
 }
 print(json.dumps(out))
 """
-
-
-@pytest.fixture(scope="module")
-def fake_driver(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    compiler = shutil.which("cc") or shutil.which("gcc")
-    if compiler is None:
-        pytest.skip("needs a C compiler to build the stand-in libcuda.so.1")
-    folder = tmp_path_factory.mktemp("driver")
-    library = folder / "libcuda.so.1"
-    subprocess.run(
-        [
-            compiler,
-            "-O1",
-            "-Wall",
-            "-Werror",
-            "-shared",
-            "-fPIC",
-            "-pthread",
-            "-o",
-            library,
-            SOURCE,
-        ],
-        check=True,
-    )
-    return library
 
 
 def test_the_driver_path_against_a_stand_in_driver(fake_driver: Path) -> None:

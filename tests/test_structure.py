@@ -59,7 +59,6 @@ calls = {  # name: (call as extstream makes it, results after the error code)
     "cudaStreamGetFlags": (lambda: c.cudaStreamGetFlags(S), 1),
     "cudaStreamIsCapturing": (lambda: c.cudaStreamIsCapturing(S), 1),
     "cudaStreamGetCaptureInfo": (lambda: c.cudaStreamGetCaptureInfo(S), 3),  # at least
-    "cudaLaunchHostFunc": (lambda: c.cudaLaunchHostFunc(S, F, 5), 0),
     "cudaEventCreateWithFlags": (lambda: c.cudaEventCreateWithFlags(c.EVENT_DISABLE_TIMING), 1),
     "cudaEventRecord": (lambda: c.cudaEventRecord(E, S), 0),
     "cudaEventQuery": (lambda: c.cudaEventQuery(E), 0),
@@ -81,6 +80,7 @@ calls = {  # name: (call as extstream makes it, results after the error code)
         ),
         0,
     ),
+    "cudaUserObjectRelease": (lambda: c.cudaUserObjectRelease(rt.cudaUserObject_t(), 1), 0),
     "cudaIpcGetEventHandle": (lambda: c.cudaIpcGetEventHandle(E), 1),
     "cudaIpcOpenEventHandle": (
         lambda: c.cudaIpcOpenEventHandle(c.ipc_handle_from_bytes(bytes(64))), 1

@@ -20,6 +20,7 @@ from ._config import debug_checks_enabled, set_debug_checks
 from ._version import __version__
 
 if TYPE_CHECKING:
+    from ._capture import relaxed_capture
     from ._errors import CudaError
     from ._interop import activate, current_stream_of, dlpack_exchange, resolve_stream
     from ._stream import Event, ExternalStream, Stream, as_stream, get_current_stream
@@ -38,6 +39,7 @@ __all__ = [
     "debug_checks_enabled",
     "dlpack_exchange",
     "get_current_stream",
+    "relaxed_capture",
     "resolve_stream",
     "set_debug_checks",
     "timed",
@@ -56,6 +58,7 @@ _LAZY: Final = {
     "current_stream_of": "._interop",
     "dlpack_exchange": "._interop",
     "resolve_stream": "._interop",
+    "relaxed_capture": "._capture",
 }
 
 

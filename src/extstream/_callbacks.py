@@ -20,7 +20,15 @@ Three ways a callback reaches Python, each chosen by measurement
   becomes a graph node that fires on every replay, so its entry is not removed
   when it runs. CUDA owns a user object per entry whose destructor (again a
   GIL-free ``sem_post``) tells extstream when the graph and all its instances
-  are gone; the entry is dropped at the next launch or dispatch after that.
+  are gone; launches look at a few entries each, so each such entry is dropped
+  soon after, and its semaphore serves again.
+
+Every launch goes through the driver's ``cuLaunchHostFunc`` (never
+cuda.bindings' runtime trampoline, which takes the GIL on CUDA's thread), and
+Python that runs on CUDA's thread is marked, so that nothing extstream runs
+there calls CUDA (a collection there defers its destroys). extstream's own
+threads (the dispatchers, the reaper) run in relaxed capture mode, so that
+they never break a graph capture of another thread.
 
 A callback that raises is reported through ``sys.unraisablehook``. Callbacks
 must not call CUDA (CUDA's rule for host functions); a blocking wait from a held
@@ -35,6 +43,7 @@ from __future__ import annotations
 
 import atexit
 import collections
+import contextlib
 import contextvars
 import itertools
 import os
@@ -49,27 +58,37 @@ from typing import Any, Final
 from . import _config, _device, _native
 from ._backend import cuda as _cuda
 from ._errors import CudaError, call, report_unraisable
-from ._handles import enqueue_host_function, is_capturing, start_reaper, stream_done
+from ._handles import (
+    callback_threads,
+    capture_status,
+    enqueue_host_function,
+    launch_error,
+    relax_capture_mode,
+    start_reaper,
+    stream_device,
+    stream_done,
+)
 
 _EXIT_TIMEOUT: Final = _config.exit_timeout()
 
 # An entry: [function, args, context]. Lists, so that a failed launch can find
 # and remove its own entry by identity.
 Entry = list[Any]
+# The stream a held callback waits on: (handle, device for 0/1/2 else -1).
+_Where = tuple[int, int]
+_CAPTURE_ACTIVE: Final = 1  # cudaStreamCaptureStatusActive
 
 # The tables are dicts and deques used one operation at a time (atomic with the
 # GIL, and thread-safe per object in free-threaded builds), and keys come from
 # one counter, so they need no lock of their own.
-_held: dict[int, Entry] = {}
-_captured: dict[int, tuple[Entry, int]] = {}  # key -> (entry, release semaphore)
+_held: dict[int, tuple[Entry, _Where]] = {}
+# key -> (entry, release semaphore, device of the graph)
+_captured: dict[int, tuple[Entry, int, int]] = {}
+_captured_keys: collections.deque[int] = collections.deque()  # looked at in turn
+_LOOKS_PER_LAUNCH: Final = 4
 _next_key = itertools.count(1).__next__
 _dropping = False  # set at exit: callbacks that still arrive are skipped
 _dropped = 0
-
-# The threads running a held callback right now (CUDA's host-function threads),
-# where every blocking wait would wait for itself. Empty almost always, so the
-# waits' check of it costs next to nothing.
-callback_threads: set[int] = set()
 
 
 def _run(entry: Entry, replay: bool = False) -> None:
@@ -85,33 +104,38 @@ def _run(entry: Entry, replay: bool = False) -> None:
         report_unraisable(exc, "Exception ignored in extstream host callback", function)
 
 
-def _run_holding_stream(entry: Entry, replay: bool = False) -> None:
-    """Run an entry on CUDA's host-function thread, where blocking waits must refuse."""
-    ident = threading.get_ident()
-    callback_threads.add(ident)
-    try:
-        _run(entry, replay)
-    finally:
-        callback_threads.discard(ident)
+def _on_cudas_thread(function: Callable[[int], None]) -> int:
+    """A C host function that runs ``function(user_data)`` marked as on CUDA's
+    host-function thread: blocking waits refuse there, and destroys defer."""
+
+    def host_function(user_data: int) -> None:
+        ident = threading.get_ident()
+        callback_threads.add(ident)
+        try:
+            function(user_data)
+        finally:
+            callback_threads.discard(ident)
+
+    return _native.host_function(host_function)
 
 
 def _run_held(key: int) -> None:
-    _run_holding_stream(_held.pop(key))
+    _run(_held.pop(key)[0])
 
 
 def _run_captured(key: int) -> None:
     item = _captured.get(key)
     if item is not None:
-        _run_holding_stream(item[0], replay=True)
+        _run(item[0], replay=True)
 
 
 def _notify_captured(key: int) -> None:
-    _captured_ready.put(key)
+    _captured_ready.put(key)  # the graph dispatcher runs it
 
 
-_HELD: Final = _native.host_function(_run_held)
-_HELD_CAPTURED: Final = _native.host_function(_run_captured)
-_NOTIFY_CAPTURED: Final = _native.host_function(_notify_captured)
+_HELD: Final = _on_cudas_thread(_run_held)
+_HELD_CAPTURED: Final = _on_cudas_thread(_run_captured)
+_NOTIFY_CAPTURED: Final = _on_cudas_thread(_notify_captured)
 
 
 class _StreamQueue:
@@ -144,6 +168,7 @@ _graph_dispatcher_lock = threading.Lock()
 
 
 def _dispatch_captured_forever() -> None:
+    relax_capture_mode()
     while True:
         item = _captured.get(_captured_ready.get())
         if item is not None:
@@ -161,11 +186,31 @@ def _start_graph_dispatcher() -> None:
             _graph_dispatcher.start()
 
 
+class _ThreadToken(threading.local):
+    """An object per thread, for the thread's lifetime: handle 2 names a stream per
+    host thread, and a new thread gets a new, idle one even where the OS hands it
+    an ended thread's id (``threading.get_ident()``)."""
+
+    def __init__(self) -> None:
+        self.token = object()
+
+
+_thread = _ThreadToken()
+
+
 def _queue_key(ptr: int) -> object:
     # Special handles are per device, and handle 2 is per thread as well.
     if ptr > 2:
         return ptr
-    return (ptr, _device.current_device(), threading.get_ident() if ptr == 2 else 0)
+    return (ptr, _device.current_device(), _thread.token if ptr == 2 else None)
+
+
+def _spare_semaphore() -> int:
+    """A semaphore at 0 with no post to come: one let go, or a new one."""
+    try:
+        return _free_semaphores.pop()
+    except IndexError:
+        return _native.new_semaphore()
 
 
 def _stream_queue(key: object) -> _StreamQueue:
@@ -174,8 +219,7 @@ def _stream_queue(key: object) -> _StreamQueue:
         with _queues_lock:
             stream_queue = _queues.get(key)
             if stream_queue is None:
-                semaphore = _free_semaphores.pop() if _free_semaphores else _native.new_semaphore()
-                stream_queue = _queues[key] = _StreamQueue(key, semaphore)
+                stream_queue = _queues[key] = _StreamQueue(key, _spare_semaphore())
     return stream_queue
 
 
@@ -201,6 +245,7 @@ def _let_empty_queues_go() -> None:
 def _dispatch() -> None:
     """The dispatcher: run notifications as CUDA posts them; end after a quiet spell."""
     global _dispatcher
+    relax_capture_mode()
     quiet_since = time.monotonic()
     while True:
         rang = _native.take_within(_doorbell, _RESCAN)
@@ -243,12 +288,14 @@ def launch(
     if hold_stream:  # Python will run on CUDA's thread, where a collection can destroy
         start_reaper()
     if _captured:
-        _release_finished_graphs()
-    if is_capturing(ptr, direct):
+        _release_finished_graphs(_LOOKS_PER_LAUNCH)
+    # Only an active capture makes a graph node; into an invalidated one CUDA
+    # refuses the launch below with its own error.
+    if capture_status(ptr, direct) == _CAPTURE_ACTIVE:
         _launch_captured(ptr, direct, entry, hold_stream)
     elif hold_stream:
         key = _next_key()
-        _held[key] = entry
+        _held[key] = (entry, (ptr, _device.current_device() if ptr <= 2 else -1))
         try:
             enqueue_host_function(ptr, direct, _HELD, key)
         except CudaError:  # not enqueued (an interrupt may come after CUDA took it)
@@ -284,36 +331,53 @@ def _launch_captured(ptr: int, direct: bool, entry: Entry, hold_stream: bool) ->
     start_reaper()  # a graph node of either mode runs Python on CUDA's thread
     if not hold_stream and _graph_dispatcher is None:
         _start_graph_dispatcher()
+    device = stream_device(ptr, direct)  # from its context: a capture allows it
     graph = call(_cuda.cudaStreamGetCaptureInfo, _cuda.stream_t(ptr))[2]
-    release = _native.new_semaphore()
-    user_object = call(
-        _cuda.cudaUserObjectCreate,
-        release,
-        _cuda.host_fn_t(_native.SEM_POST_ADDRESS),
-        1,
-        _cuda.USER_OBJECT_NO_DESTRUCTOR_SYNC,
-    )
-    call(_cuda.cudaGraphRetainUserObject, graph, user_object, 1, _cuda.GRAPH_USER_OBJECT_MOVE)
-    key = _next_key()
-    _captured[key] = (entry, release)
-    # The driver's entry point, never cuda.bindings' runtime wrapper: that one is
-    # freed after the first replay (cuda-python #790).
-    status = _cuda.launch_host_func(ptr, _HELD_CAPTURED if hold_stream else _NOTIFY_CAPTURED, key)
-    if status:
-        del _captured[key]
-        raise CudaError(
-            _cuda.ERROR_NOT_SUPPORTED,
-            "cuLaunchHostFunc",
-            explanation="the driver refused a host function in a capturing stream "
-            f"(CUresult {status})",
+    release = _spare_semaphore()
+    try:
+        user_object = call(
+            _cuda.cudaUserObjectCreate,
+            release,
+            _cuda.host_fn_t(_native.SEM_POST_ADDRESS),
+            1,
+            _cuda.USER_OBJECT_NO_DESTRUCTOR_SYNC,
         )
+    except CudaError:
+        _free_semaphores.append(release)  # no user object: no post will come
+        raise
+    try:
+        call(_cuda.cudaGraphRetainUserObject, graph, user_object, 1, _cuda.GRAPH_USER_OBJECT_MOVE)
+    except CudaError:
+        # Ours alone: releasing it runs its destructor, whose late post keeps the
+        # semaphore from serving again.
+        _cuda.cudaUserObjectRelease(user_object, 1)
+        raise
+    key = _next_key()
+    _captured[key] = (entry, release, device)
+    _captured_keys.append(key)
+    status = _cuda.launch_host_func(ptr, _HELD_CAPTURED if hold_stream else _NOTIFY_CAPTURED, key)
+    if status:  # the graph keeps the user object: its semaphore goes with the graph
+        del _captured[key]
+        raise launch_error(ptr, status)
 
 
-def _release_finished_graphs() -> None:
-    """Drop the entries of captured callbacks whose graphs CUDA has destroyed."""
-    for key, (_, release) in list(_captured.items()):
-        if _native.try_take(release):
+def _release_finished_graphs(looks: int | None = None) -> None:
+    """Drop the entries of captured callbacks whose graphs CUDA has destroyed: look
+    at *looks* entries in turn (None: all), so that a launch costs no scan."""
+    keys = _captured_keys
+    for _ in range(len(keys) if looks is None else min(looks, len(keys))):
+        try:
+            key = keys.popleft()
+        except IndexError:  # another thread took the last meanwhile
+            return
+        item = _captured.get(key)
+        if item is None:  # its launch failed
+            continue
+        if _native.try_take(item[1]):  # the graph is gone: the entry and semaphore are free
             del _captured[key]
+            _free_semaphores.append(item[1])
+        else:
+            keys.append(key)
 
 
 def pending_count() -> int:
@@ -337,25 +401,58 @@ def raise_if_holding_stream(what: str) -> None:
         )
 
 
-def _context_failed() -> bool:
-    """Whether the current device's context has a sticky error (a kernel fault).
+def _failed(where: _Where) -> bool:
+    """Whether the stream's context has a sticky error (a kernel fault).
 
     After one CUDA runs no host function in the context any more, and every
     call returns the error, an idle query included.
     """
+    ptr, device = where
     try:
-        stream_done(0, False)
+        if ptr > 2:
+            stream_done(ptr, True)  # a launch went through the driver: so may this
+        else:
+            with _device.on_device(device):
+                stream_done(ptr, False)
     except CudaError:
         return True
     return False
+
+
+def _held_reachable() -> int:
+    """Held callbacks pending on streams whose context can still run them."""
+    streams = {where for _, where in list(_held.values())}
+    failed = {where for where in streams if _failed(where)}
+    return sum(where not in failed for _, where in list(_held.values()))
+
+
+def _graphs_settled(deadline: float) -> bool:
+    """Wait until the devices of graphs that hold captured callbacks have finished
+    their queued work (replays included), by *deadline*; whether they did."""
+    devices = {device for _, _, device in list(_captured.values())}
+    if not devices:
+        return True
+    settled = threading.Event()
+
+    def synchronize() -> None:
+        for device in devices:
+            with contextlib.suppress(CudaError):  # a fault: that device runs no more
+                _device.synchronize(device)
+        settled.set()
+
+    threading.Thread(target=synchronize, name="extstream-exit", daemon=True).start()
+    return settled.wait(max(0.0, deadline - time.monotonic()))
 
 
 def _at_exit() -> None:
     global _dropping
     _dropping = True
     deadline = time.monotonic() + _EXIT_TIMEOUT
-    while _held and time.monotonic() < deadline and not _context_failed():
+    while _held and time.monotonic() < deadline and _held_reachable():
         time.sleep(0.002)  # CUDA's thread runs (and skips) the held callbacks meanwhile
+    # Graph nodes run Python on CUDA's thread too, in both modes: replays still
+    # queued must pass before the interpreter finalizes.
+    graphs_settled = _graphs_settled(deadline)
     dropped = _dropped + pending_count()
     if dropped:
         warnings.warn(
@@ -363,13 +460,19 @@ def _at_exit() -> None:
             RuntimeWarning,
             stacklevel=1,
         )
-    if _held and not _context_failed():
+    unreached = _held_reachable() if _held else 0
+    if unreached or not graphs_settled:
         # The GPU has not reached them: CUDA's thread would enter Python after
         # finalization, which can crash or hang. Leave before that can happen.
         # (After a fault it never will: then the exit goes on as usual.)
+        what = (
+            f"{unreached} held host callback(s)"
+            if unreached
+            else "replays of graphs with host callbacks"
+        )
         sys.stderr.write(
-            f"extstream: {len(_held)} held host callback(s) still not reached by the GPU "
-            f"after {_EXIT_TIMEOUT} s at exit; exiting now (EXTSTREAM_EXIT_TIMEOUT sets the wait)\n"
+            f"extstream: {what} still not reached by the GPU after {_EXIT_TIMEOUT} s at "
+            "exit; exiting now (EXTSTREAM_EXIT_TIMEOUT sets the wait)\n"
         )
         sys.stderr.flush()
         sys.stdout.flush()
@@ -389,9 +492,9 @@ def _after_fork_in_child() -> None:
     _queues_lock = threading.Lock()
     _held.clear()
     _captured.clear()
+    _captured_keys.clear()
     _queues.clear()
     _free_semaphores.clear()
-    callback_threads.clear()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

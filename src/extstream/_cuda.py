@@ -10,23 +10,31 @@ The CUDA runtime functions extstream uses, and nothing more:
 
 - streams: cudaStreamCreateWithPriority, cudaStreamDestroy, cudaStreamQuery,
   cudaStreamWaitEvent, cudaStreamGetDevice,
-  cudaStreamGetPriority, cudaStreamGetFlags, cudaStreamIsCapturing,
-  cudaLaunchHostFunc
+  cudaStreamGetPriority, cudaStreamGetFlags, cudaStreamIsCapturing
 - events: cudaEventCreateWithFlags, cudaEventDestroy, cudaEventRecord,
   cudaEventQuery, cudaEventElapsedTime
 - devices and versions: cudaGetDevice, cudaSetDevice, cudaGetDeviceCount,
   cudaGetDeviceProperties, cudaDriverGetVersion, cudaRuntimeGetVersion
 - errors: cudaGetErrorName, cudaGetErrorString
 - graphs (host callbacks captured into one): cudaStreamGetCaptureInfo,
-  cudaUserObjectCreate, cudaGraphRetainUserObject
+  cudaUserObjectCreate, cudaGraphRetainUserObject, cudaUserObjectRelease
+
+And of the driver, once ``cuInit`` succeeded (so that each runs on the
+CPU driver model of tests/driver/ too, and nothing extstream enqueues goes
+through cuda.bindings' GIL-taking runtime trampolines): cuDeviceGetCount,
+cuDevicePrimaryCtxRetain, cuCtxGetCurrent, cuCtxSetCurrent, cuCtxSynchronize,
+cuCtxPushCurrent, cuCtxPopCurrent, cuCtxGetDevice, cuStreamGetCtx,
+cuStreamCreateWithPriority, cuStreamDestroy, cuEventCreate, cuEventDestroy, cuEventRecord, cuStreamWaitEvent,
+cuThreadExchangeStreamCaptureMode (cuda.bindings releases the GIL in each).
 
 The hot calls take the cheapest path measured on an H100 (benchmarks/call_paths.py):
 
 - ``stream_query``, ``event_query``, ``stream_is_capturing`` and
   ``launch_host_func`` call the driver's entry points (``cuStreamQuery`` ...)
   through ctypes on an int handle, found once with ``cuGetProcAddress``; this
-  skips cuda.bindings' per-call wrapping. The queries keep the GIL, the launch
-  releases it (see ``_ENTRY_POINTS``). They return the int ``CUresult``.
+  skips cuda.bindings' per-call wrapping. Every one releases the GIL (see
+  ``_ENTRY_POINTS``). They return the int ``CUresult``. ``cuLaunchHostFunc`` is
+  the only way extstream enqueues a host function.
 - ``cuEventRecord`` and ``cuStreamWaitEvent`` are cuda.bindings' driver calls on
   prebuilt ``CUevent``/``CUstream`` objects: with two handles, ctypes' argument
   conversion costs more than it saves.
@@ -58,9 +66,11 @@ from . import _native
 # The backend interface: _sim provides the same names (tests/test_backends.py checks).
 __all__ = [
     "BINDINGS_VERSION",
+    "CAPTURE_MODE_RELAXED",
     "CAPTURE_STATUS_NONE",
     "CU_SUCCESS",
     "DIRECT_CALLS",
+    "ERROR_INVALID_CONTEXT",
     "ERROR_INVALID_RESOURCE_HANDLE",
     "ERROR_NOT_SUPPORTED",
     "EVENT_BLOCKING_SYNC",
@@ -75,12 +85,22 @@ __all__ = [
     "USER_OBJECT_NO_DESTRUCTOR_SYNC",
     "CUevent",
     "CUstream",
+    "cuCtxGetCurrent",
     "cuCtxGetDevice",
     "cuCtxPopCurrent",
     "cuCtxPushCurrent",
+    "cuCtxSetCurrent",
+    "cuCtxSynchronize",
+    "cuDeviceGetCount",
+    "cuDevicePrimaryCtxRetain",
+    "cuEventCreate",
+    "cuEventDestroy",
     "cuEventRecord",
+    "cuStreamCreateWithPriority",
+    "cuStreamDestroy",
     "cuStreamGetCtx",
     "cuStreamWaitEvent",
+    "cuThreadExchangeStreamCaptureMode",
     "cudaDeviceGetStreamPriorityRange",
     "cudaDriverGetVersion",
     "cudaEventCreateWithFlags",
@@ -94,7 +114,6 @@ __all__ = [
     "cudaGraphRetainUserObject",
     "cudaIpcGetEventHandle",
     "cudaIpcOpenEventHandle",
-    "cudaLaunchHostFunc",
     "cudaRuntimeGetVersion",
     "cudaSetDevice",
     "cudaStreamCreateWithPriority",
@@ -107,6 +126,7 @@ __all__ = [
     "cudaStreamQuery",
     "cudaStreamWaitEvent",
     "cudaUserObjectCreate",
+    "cudaUserObjectRelease",
     "direct_driver_calls",
     "driver_module",
     "error_name",
@@ -154,7 +174,6 @@ cudaStreamGetDevice = _rt.cudaStreamGetDevice
 cudaStreamGetPriority = _rt.cudaStreamGetPriority
 cudaStreamGetFlags = _rt.cudaStreamGetFlags
 cudaStreamIsCapturing = _rt.cudaStreamIsCapturing
-cudaLaunchHostFunc = _rt.cudaLaunchHostFunc
 cudaEventCreateWithFlags = _rt.cudaEventCreateWithFlags
 cudaEventDestroy = _rt.cudaEventDestroy
 cudaEventRecord = _rt.cudaEventRecord
@@ -169,6 +188,7 @@ cudaDriverGetVersion = _rt.cudaDriverGetVersion
 cudaStreamGetCaptureInfo = _rt.cudaStreamGetCaptureInfo
 cudaUserObjectCreate = _rt.cudaUserObjectCreate
 cudaGraphRetainUserObject = _rt.cudaGraphRetainUserObject
+cudaUserObjectRelease = _rt.cudaUserObjectRelease
 USER_OBJECT_NO_DESTRUCTOR_SYNC: Final = int(_rt.cudaUserObjectFlags.cudaUserObjectNoDestructorSync)
 GRAPH_USER_OBJECT_MOVE: Final = int(_rt.cudaUserObjectRetainFlags.cudaGraphUserObjectMove)
 cudaRuntimeGetVersion = _rt.cudaRuntimeGetVersion
@@ -230,20 +250,31 @@ cuStreamGetCtx = _driver.cuStreamGetCtx
 cuCtxPushCurrent = _driver.cuCtxPushCurrent
 cuCtxPopCurrent = _driver.cuCtxPopCurrent
 cuCtxGetDevice = _driver.cuCtxGetDevice
+cuCtxSetCurrent = _driver.cuCtxSetCurrent
+cuCtxGetCurrent = _driver.cuCtxGetCurrent
+cuCtxSynchronize = _driver.cuCtxSynchronize
+cuDeviceGetCount = _driver.cuDeviceGetCount
+cuDevicePrimaryCtxRetain = _driver.cuDevicePrimaryCtxRetain
+cuStreamCreateWithPriority = _driver.cuStreamCreateWithPriority
+cuStreamDestroy = _driver.cuStreamDestroy
+cuEventCreate = _driver.cuEventCreate
+cuEventDestroy = _driver.cuEventDestroy
+cuThreadExchangeStreamCaptureMode = _driver.cuThreadExchangeStreamCaptureMode
+CAPTURE_MODE_RELAXED: Final[Any] = _driver.CUstreamCaptureMode.CU_STREAM_CAPTURE_MODE_RELAXED
+#: CUDA_ERROR_INVALID_CONTEXT: a special handle (0, 1, 2) used where no context is current.
+ERROR_INVALID_CONTEXT: Final = int(_driver.CUresult.CUDA_ERROR_INVALID_CONTEXT)
 
 _P: Final = ctypes.c_void_p
-# The queries never wait, so they keep the GIL (PYFUNCTYPE): releasing and taking
-# it back around them costs more than it gives (a thread waiting for the GIL gets
-# it at Python's switch interval all the same). A launch may wait for room in
-# CUDA's queue, which CUDA's thread may need the GIL to empty (a held callback):
-# it lets the GIL go (CFUNCTYPE).
-_KEEPS_GIL: Final = ctypes.PYFUNCTYPE
-_LETS_GIL_GO: Final = ctypes.CFUNCTYPE
-_ENTRY_POINTS: Final[dict[str, tuple[str, Any, tuple[Any, ...]]]] = {
-    "stream_query": ("cuStreamQuery", _KEEPS_GIL, (_P,)),
-    "event_query": ("cuEventQuery", _KEEPS_GIL, (_P,)),
-    "launch_host_func": ("cuLaunchHostFunc", _LETS_GIL_GO, (_P, _P, _P)),
-    "stream_is_capturing": ("cuStreamIsCapturing", _KEEPS_GIL, (_P, _P)),
+# Every entry point releases the GIL (CFUNCTYPE). CUDA promises nothing about a
+# call not waiting while a host function of its context runs, and a held
+# callback needs the GIL on CUDA's thread: a query that kept the GIL (PYFUNCTYPE,
+# about 120 ns cheaper) could deadlock with it, and Ctrl-C could not break that.
+# tests/driver/ models exactly that driver.
+_ENTRY_POINTS: Final[dict[str, tuple[str, tuple[Any, ...]]]] = {
+    "stream_query": ("cuStreamQuery", (_P,)),
+    "event_query": ("cuEventQuery", (_P,)),
+    "launch_host_func": ("cuLaunchHostFunc", (_P, _P, _P)),
+    "stream_is_capturing": ("cuStreamIsCapturing", (_P, _P)),
 }
 #: The names of the ctypes driver calls.
 DIRECT_CALLS: Final = frozenset(_ENTRY_POINTS)
@@ -281,15 +312,12 @@ def load_driver_entry_points() -> bool:
         try:
             # No device or no usable driver (cuInit fails): the runtime path reports it.
             entries = _ENTRY_POINTS.items() if _driver.cuInit(0)[0] == CU_SUCCESS else ()
-            for name, (symbol, function_type, argtypes) in entries:
-                err, address, _ = _driver.cuGetProcAddress(
-                    symbol.encode(),
-                    12000,
-                    _driver.CUdriverProcAddress_flags.CU_GET_PROC_ADDRESS_LEGACY_STREAM,
-                )
+            flags = _default_stream_flags()
+            for name, (symbol, argtypes) in entries:
+                err, address, _ = _driver.cuGetProcAddress(symbol.encode(), 12000, flags)
                 if err != CU_SUCCESS or not int(address):
                     break
-                functions[name] = function_type(ctypes.c_int, *argtypes)(int(address))
+                functions[name] = ctypes.CFUNCTYPE(ctypes.c_int, *argtypes)(int(address))
         except Exception:  # noqa: S110 - no driver library: the runtime path reports it
             pass
         complete = len(functions) == len(_ENTRY_POINTS)
@@ -298,6 +326,21 @@ def load_driver_entry_points() -> bool:
         direct_driver_calls = complete
         _load_tried = True
         return complete
+
+
+def _default_stream_flags() -> Any:
+    """The ``cuGetProcAddress`` flags that give handle 0 the meaning cuda.bindings gives
+    it: its driver module fetches every function for the per-thread default stream
+    when ``CUDA_PYTHON_CUDA_PER_THREAD_DEFAULT_STREAM`` is a non-zero int, so that
+    queries and launches on 0 reach the stream its records and waits reach."""
+    flags = _driver.CUdriverProcAddress_flags
+    try:
+        per_thread = bool(int(os.environ.get("CUDA_PYTHON_CUDA_PER_THREAD_DEFAULT_STREAM", "0")))
+    except ValueError:  # cuda.bindings itself refuses such a value
+        per_thread = False
+    if per_thread:
+        return flags.CU_GET_PROC_ADDRESS_PER_THREAD_DEFAULT_STREAM
+    return flags.CU_GET_PROC_ADDRESS_LEGACY_STREAM
 
 
 def error_name(status: int) -> str:

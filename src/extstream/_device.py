@@ -13,6 +13,8 @@ from ._backend import cuda as _cuda
 from ._errors import call, fail
 
 _SUCCESS: Final = _cuda.SUCCESS
+_CU_SUCCESS: Final = _cuda.CU_SUCCESS
+_INVALID_CONTEXT: Final = _cuda.ERROR_INVALID_CONTEXT
 _MAX_DEVICE: Final = 2**31 - 1  # CUDA's device numbers are C ints
 
 # The device count is fixed for the life of a process (CUDA reads
@@ -47,11 +49,44 @@ def device_or_unknown(device_id: object) -> int:
 
 
 def device_count() -> int:
-    """How many CUDA devices this process sees; ``CudaError`` without a driver."""
+    """How many CUDA devices this process sees; ``CudaError`` without a driver.
+
+    Asked of the driver once it initialised, else of the runtime, which says why not.
+    """
     global _count
     if _count is None:
-        _count = int(call(_cuda.cudaGetDeviceCount))
+        count = _cuda.cuDeviceGetCount if _cuda.load_driver_entry_points() else None
+        _count = int(call(count or _cuda.cudaGetDeviceCount))
     return _count
+
+
+# Each device's primary context, retained once (as the runtime does) for the
+# process's life.
+_primary: dict[int, Any] = {}
+
+
+def primary_context(device_id: int) -> Any:
+    """*device_id*'s primary context (the runtime's), from the driver."""
+    context = _primary.get(device_id)
+    if context is None:
+        context = _primary[device_id] = call(_cuda.cuDevicePrimaryCtxRetain, device_id)
+    return context
+
+
+def synchronize(device_id: int) -> None:
+    """Wait until all work queued on *device_id* has finished (``cuCtxSynchronize``)."""
+    call(_cuda.cuCtxPushCurrent, primary_context(device_id))
+    try:
+        call(_cuda.cuCtxSynchronize)
+    finally:
+        _cuda.cuCtxPopCurrent()
+
+
+def make_context_current() -> None:
+    """Make the current device's primary context current to this thread, as the
+    runtime does at its first call there: a thread that made no CUDA call has no
+    current context, and the driver refuses it the special handles (0, 1, 2)."""
+    call(_cuda.cuCtxSetCurrent, primary_context(current_device()))
 
 
 def note_use() -> None:
@@ -66,6 +101,7 @@ def cuda_was_used() -> bool:
 
 
 def _after_fork_in_child() -> None:
+    _primary.clear()
     if cuda_was_used():
         _fork.refuse_cuda()
 
@@ -81,6 +117,13 @@ def current_device() -> int:
     """
     if _count == 1 or (_count is None and device_count() == 1):
         return 0
+    if _cuda.direct_driver_calls:  # the current context's device, as the runtime's
+        err, device = _cuda.cuCtxGetDevice()
+        if err is _CU_SUCCESS:
+            return int(device)
+        if int(err) == _INVALID_CONTEXT:  # none current yet: the runtime's default
+            return 0
+        fail(err, _cuda.cuCtxGetDevice)
     err, device = _cuda.cudaGetDevice()  # a hot path: call() inlined
     if err is not _SUCCESS:
         fail(err, _cuda.cudaGetDevice)
@@ -93,11 +136,22 @@ def device_or_current(device_id: object) -> int:
 
 
 def create_on(
-    device_id: int | None, create: Callable[..., tuple[Any, ...]], *args: Any
+    device_id: int | None,
+    create: Callable[..., tuple[Any, ...]],
+    *args: Any,
+    driver_create: Callable[..., tuple[Any, ...]] | None = None,
 ) -> tuple[int, int]:
-    """``(device, handle)`` from the runtime factory *create* called on *device_id*
-    (None: the current device)."""
+    """``(device, handle)`` from a factory called on *device_id* (None: the current
+    device): the driver's *driver_create* in the device's primary context once the
+    driver initialised, else the runtime's *create*, which says why not."""
     device = device_or_current(device_id)
+    if driver_create is not None and _cuda.load_driver_entry_points():
+        call(_cuda.cuCtxPushCurrent, primary_context(device))
+        try:
+            handle = call(driver_create, *args)
+        finally:
+            _cuda.cuCtxPopCurrent()
+        return device, int(handle)
     with on_device(device):
         handle = call(create, *args)
     return device, int(handle)
@@ -110,11 +164,20 @@ def on_device(device_id: int) -> Iterator[None]:
     if previous == device_id:
         yield
         return
-    call(_cuda.cudaSetDevice, device_id)
+    if not _cuda.direct_driver_calls:
+        call(_cuda.cudaSetDevice, device_id)
+        try:
+            yield
+        finally:
+            _cuda.cudaSetDevice(previous)
+        return
+    # What cudaSetDevice does: the device's primary context becomes current.
+    context = call(_cuda.cuCtxGetCurrent)
+    call(_cuda.cuCtxSetCurrent, primary_context(device_id))
     try:
         yield
     finally:
-        _cuda.cudaSetDevice(previous)
+        _cuda.cuCtxSetCurrent(context)
 
 
 def device_name(device_id: int) -> str:

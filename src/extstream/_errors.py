@@ -15,6 +15,7 @@ from ._backend import cuda as _cuda
 from ._public import public
 
 _SUCCESS: Final = _cuda.SUCCESS
+_CU_SUCCESS: Final = _cuda.CU_SUCCESS
 _NOT_READY: Final = _cuda.NOT_READY
 
 # Statuses whose CUDA text alone leaves the user guessing, with what to do.
@@ -85,14 +86,15 @@ def fail(err: Any, function: Callable[..., Any]) -> NoReturn:
 
 
 def call(function: Callable[..., tuple[Any, ...]], *args: Any) -> Any:
-    """``function(*args)`` for a CUDA function returning ``(err, *results)``.
+    """``function(*args)`` for a CUDA runtime or driver function returning
+    ``(err, *results)``.
 
     Raises :class:`CudaError` naming *function* unless ``err`` is success;
     returns the one result, None for none, a tuple for several.
     """
     result = function(*args)
     err = result[0]
-    if err is not _SUCCESS:
+    if err is not _SUCCESS and err is not _CU_SUCCESS:
         fail(err, function)
     if len(result) == 2:
         return result[1]

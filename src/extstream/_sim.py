@@ -9,7 +9,8 @@ asynchronously (work runs later, on one worker thread per stream):
 - streams with flags and priority, each a FIFO; the legacy default stream
   (handles 0 and 1) waits for all earlier work of the device's blocking streams
   and they wait for it; the per-thread default stream (2) is a blocking stream
-  of its thread;
+  of its thread, one per thread lifetime (a new thread gets a new one, whatever
+  id the OS gives it);
 - events: record, query, synchronize, waits across streams and devices,
   timing from the host clock, ``cudaErrorInvalidResourceHandle`` for timing
   without ``timing=True``;
@@ -17,7 +18,11 @@ asynchronously (work runs later, on one worker thread per stream):
   stream until they return (so libc ``sem_post`` and ctypes thunks run as on a
   GPU), one at a time per device, as CUDA runs a context's on one thread;
 - stream capture into graphs that replay and destroy their user objects
-  (:mod:`extstream.sim` starts and ends captures);
+  (:mod:`extstream.sim` starts and ends captures), with CUDA's capture modes: a
+  "potentially unsafe" call (a query, a destroy, a creation, work queued outside
+  the capture) from a thread not in relaxed mode is refused (900) while that
+  thread, or another one in global mode, captures in a mode other than relaxed,
+  and the refusal invalidates the capture, as tests/driver/'s model does;
 - CUDA's error codes: invalid handles (which the simulator, unlike the GPU,
   always detects), not ready, invalid value and device, capture errors, and
   injected errors, sticky for the device as on a GPU.
@@ -34,6 +39,7 @@ import itertools
 import os
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
@@ -58,10 +64,12 @@ TOOLS: Final = frozenset(
 # The backend interface of _cuda, and the tools.
 __all__ = [
     "BINDINGS_VERSION",
+    "CAPTURE_MODE_RELAXED",
     "CAPTURE_STATUS_NONE",
     "CU_SUCCESS",
     "DEVICE_COUNT",
     "DIRECT_CALLS",
+    "ERROR_INVALID_CONTEXT",
     "ERROR_INVALID_RESOURCE_HANDLE",
     "ERROR_NOT_SUPPORTED",
     "EVENT_BLOCKING_SYNC",
@@ -81,12 +89,22 @@ __all__ = [
     "CUstream",
     "begin_capture",
     "busy",
+    "cuCtxGetCurrent",
     "cuCtxGetDevice",
     "cuCtxPopCurrent",
     "cuCtxPushCurrent",
+    "cuCtxSetCurrent",
+    "cuCtxSynchronize",
+    "cuDeviceGetCount",
+    "cuDevicePrimaryCtxRetain",
+    "cuEventCreate",
+    "cuEventDestroy",
     "cuEventRecord",
+    "cuStreamCreateWithPriority",
+    "cuStreamDestroy",
     "cuStreamGetCtx",
     "cuStreamWaitEvent",
+    "cuThreadExchangeStreamCaptureMode",
     "cudaDeviceGetStreamPriorityRange",
     "cudaDriverGetVersion",
     "cudaError_t",
@@ -101,7 +119,6 @@ __all__ = [
     "cudaGraphRetainUserObject",
     "cudaIpcGetEventHandle",
     "cudaIpcOpenEventHandle",
-    "cudaLaunchHostFunc",
     "cudaRuntimeGetVersion",
     "cudaSetDevice",
     "cudaStreamCreateWithPriority",
@@ -114,6 +131,7 @@ __all__ = [
     "cudaStreamQuery",
     "cudaStreamWaitEvent",
     "cudaUserObjectCreate",
+    "cudaUserObjectRelease",
     "direct_driver_calls",
     "driver_module",
     "end_capture",
@@ -194,6 +212,14 @@ class _Capture(enum.IntEnum):
     INVALIDATED = 2
 
 
+class _Mode(enum.IntEnum):
+    """cudaStreamCaptureMode."""
+
+    GLOBAL = 0
+    THREAD_LOCAL = 1
+    RELAXED = 2
+
+
 _HISTORY: Final = 100_000  # what ran on a stream, kept as far back as this
 _E = cudaError_t
 SUCCESS: Final[Any] = _E.cudaSuccess
@@ -201,6 +227,8 @@ NOT_READY: Final[Any] = _E.cudaErrorNotReady
 NOT_READY_STATUS: Final = int(NOT_READY)
 CU_SUCCESS: Final[Any] = SUCCESS
 CAPTURE_STATUS_NONE: Final = int(_Capture.NONE)
+CAPTURE_MODE_RELAXED: Final = int(_Mode.RELAXED)
+ERROR_INVALID_CONTEXT: Final = 201
 ERROR_INVALID_RESOURCE_HANDLE: Final = int(_E.cudaErrorInvalidResourceHandle)
 ERROR_NOT_SUPPORTED: Final = int(_E.cudaErrorNotSupported)
 STREAM_NON_BLOCKING: Final = 1
@@ -295,6 +323,7 @@ class _Op:
 
 class _Stream:
     __slots__ = (
+        "__weakref__",
         "capture",
         "condition",
         "destroyed",
@@ -392,7 +421,9 @@ class _Device:
 
     def __init__(self, index: int) -> None:
         self.legacy = _Stream(0, index, 0, 0)
-        self.per_thread: dict[int, _Stream] = {}
+        # The per-thread default streams of live threads (each thread's own is
+        # held by the thread; one of an ended thread finishes its work and goes).
+        self.per_thread: weakref.WeakSet[_Stream] = weakref.WeakSet()
         self.sticky = 0
         # CUDA runs all host functions of a context on one thread: held by the one running.
         self.host_functions = threading.Lock()
@@ -401,8 +432,10 @@ class _Device:
 class _Graph:
     """Captured work: a replay queues it again; destroying it runs its user objects' destructors."""
 
-    def __init__(self, origin: _Stream) -> None:
+    def __init__(self, origin: _Stream, mode: int) -> None:
         self.origin = origin
+        self.mode = mode
+        self.thread = threading.get_ident()
         self.steps: list[tuple[tuple[Any, ...], Callable[[], None] | None]] = []
         self.user_objects: list[tuple[int, int]] = []  # (destructor address, its argument)
         self.status = _Capture.ACTIVE
@@ -426,11 +459,17 @@ _events: dict[int, _Event] = {}
 _handles = itertools.count(0x7E00_0000_0000, 0x100)
 
 
-class _ThreadDevice(threading.local):
-    device = 0
+class _ThreadState(threading.local):
+    """A thread's current device, capture mode and per-thread default streams."""
+
+    def __init__(self) -> None:
+        self.device = 0
+        self.mode = int(_Mode.GLOBAL)  # cudaStreamCaptureMode: CUDA's default
+        self.per_thread: dict[int, _Stream] = {}  # by device, for this thread's lifetime
 
 
-_current = _ThreadDevice()
+_current = _ThreadState()
+_captures: list[_Graph] = []  # the captures in progress
 
 
 def _stream(handle: int) -> _Stream | None:
@@ -438,13 +477,34 @@ def _stream(handle: int) -> _Stream | None:
     if handle in (0, 1):
         return _devices[_current.device].legacy
     if handle == 2:
-        device = _devices[_current.device]
-        ident = threading.get_ident()
-        stream = device.per_thread.get(ident)
+        mine = _current.per_thread
+        stream = mine.get(_current.device)
         if stream is None:
-            stream = device.per_thread[ident] = _Stream(2, _current.device, 0, 0)
+            stream = mine[_current.device] = _Stream(2, _current.device, 0, 0)
+            _devices[_current.device].per_thread.add(stream)
         return stream
     return _streams.get(handle)
+
+
+def _prohibited(device: int) -> bool:
+    """Whether a "potentially unsafe" call from this thread on *device* is refused now,
+    by CUDA's capture-mode rules (cuThreadExchangeStreamCaptureMode); the captures
+    that refuse it are invalidated."""
+    mode = _current.mode
+    if not _captures or mode == _Mode.RELAXED:
+        return False
+    me = threading.get_ident()
+    refused = False
+    for graph in list(_captures):
+        if graph.origin.device != device or graph.mode == _Mode.RELAXED:
+            continue
+        if graph.thread == me or (mode == _Mode.GLOBAL and graph.mode == _Mode.GLOBAL):
+            graph.status = _Capture.INVALIDATED
+            refused = True
+    return refused
+
+
+_UNSAFE: Final = int(_E.cudaErrorStreamCaptureUnsupported)
 
 
 def _implicit_deps(stream: _Stream) -> list[_Op]:
@@ -452,27 +512,23 @@ def _implicit_deps(stream: _Stream) -> list[_Op]:
     device = _devices[stream.device]
     if stream is device.legacy:
         blocking = [s for s in list(_streams.values()) if s.device == stream.device and s.blocking]
-        blocking += list(device.per_thread.values())
+        blocking += list(device.per_thread)
         return [s.tail for s in blocking if s.tail is not None]
     if stream.blocking and device.legacy.tail is not None:
         return [device.legacy.tail]
     return []
 
 
-def _check(stream: _Stream | None, runtime: bool) -> int:
-    """The status a call on *stream* fails with (0: none): bad handle, sticky or injected error.
-
-    extstream repeats a failed direct call through the runtime to get the runtime's
-    error, so an injected one-shot error is used up by runtime calls only.
-    """
+def _check(stream: _Stream | None) -> int:
+    """The status a call on *stream* fails with (0: none): bad handle, sticky or injected
+    error (used up by the call it fails)."""
     if stream is None:
         return ERROR_INVALID_RESOURCE_HANDLE
     sticky = _devices[stream.device].sticky
     if sticky:
         return sticky
     error = stream.pending_error
-    if error and runtime:
-        stream.pending_error = 0
+    stream.pending_error = 0
     return error
 
 
@@ -481,17 +537,20 @@ def _submit(
     kind: tuple[Any, ...],
     action: Callable[[], None] | None,
     deps: list[_Op] | None = None,
-    runtime: bool = True,
 ) -> tuple[int, _Op | None]:
     """Queue work on a stream, or record it into the graph being captured there."""
     stream = _stream(handle)
-    status = _check(stream, runtime)
+    status = _check(stream)
     if status:
         return status, None
     assert stream is not None
     if stream.capture is not None:
+        if stream.capture.status is _Capture.INVALIDATED:
+            return int(_E.cudaErrorStreamCaptureInvalidated), None
         stream.capture.steps.append((kind, action))
         return 0, None
+    if _prohibited(stream.device):
+        return _UNSAFE, None
     return 0, stream.enqueue(kind, action, _implicit_deps(stream) + (deps or []))
 
 
@@ -507,22 +566,26 @@ def _query_status(stream: _Stream) -> int:
 # -- the direct calls (int status) ---------------------------------------------
 
 
-def _query(handle: int, runtime: bool) -> int:
+def _query(handle: int) -> int:
     stream = _stream(handle)
-    return _check(stream, runtime) or _query_status(stream)  # type: ignore[arg-type]
+    status = _check(stream)
+    if status:
+        return status
+    assert stream is not None
+    return _UNSAFE if _prohibited(stream.device) else _query_status(stream)
 
 
 def stream_query(handle: int) -> int:
-    return _query(handle, runtime=False)
+    return _query(handle)
 
 
-def _launch(handle: int, function: int, user_data: int, runtime: bool) -> int:
+def _launch(handle: int, function: int, user_data: int) -> int:
     action = lambda: _run_host_function(function, user_data)  # noqa: E731
-    return _submit(handle, ("host function", function, user_data), action, runtime=runtime)[0]
+    return _submit(handle, ("host function", function, user_data), action)[0]
 
 
 def launch_host_func(handle: int, function: int, user_data: int) -> int:
-    return _launch(handle, function, user_data, runtime=False)
+    return _launch(handle, function, user_data)
 
 
 def stream_is_capturing(handle: int, status_address: int) -> int:
@@ -541,11 +604,13 @@ def event_query(handle: int) -> int:
     sticky = _devices[event.device].sticky
     if sticky:
         return sticky
+    if _prohibited(event.device):
+        return _UNSAFE
     latest = event.latest
     return 0 if latest is None or latest.done.is_set() else int(NOT_READY)
 
 
-def _record(event_handle: int, stream_handle: int, runtime: bool) -> int:
+def _record(event_handle: int, stream_handle: int) -> int:
     event = _events.get(event_handle)
     if event is None:
         return ERROR_INVALID_RESOURCE_HANDLE
@@ -556,26 +621,26 @@ def _record(event_handle: int, stream_handle: int, runtime: bool) -> int:
     def stamp() -> None:
         event.recorded_at = time.perf_counter()
 
-    status, op = _submit(stream_handle, ("record", event_handle), stamp, runtime=runtime)
+    status, op = _submit(stream_handle, ("record", event_handle), stamp)
     if op is not None:
         event.latest = op
     return status
 
 
-def _wait_event(stream_handle: int, event_handle: int, runtime: bool) -> int:
+def _wait_event(stream_handle: int, event_handle: int) -> int:
     event = _events.get(event_handle)
     if event is None:
         return ERROR_INVALID_RESOURCE_HANDLE
     deps = [] if event.latest is None else [event.latest]
-    return _submit(stream_handle, ("wait", event_handle), None, deps, runtime)[0]
+    return _submit(stream_handle, ("wait", event_handle), None, deps)[0]
 
 
 def cuEventRecord(event: int, stream: int) -> tuple[Any]:
-    return (_E(_record(event, stream, runtime=False)),)
+    return (_E(_record(event, stream)),)
 
 
 def cuStreamWaitEvent(stream: int, event: int, flags: int) -> tuple[Any]:
-    return (_E(_wait_event(stream, event, runtime=False)),)
+    return (_E(_wait_event(stream, event)),)
 
 
 # -- the runtime calls ((err, *results) tuples) ---------------------------------
@@ -652,16 +717,22 @@ def cudaRuntimeGetVersion() -> tuple[Any, int]:
 def cudaStreamCreateWithPriority(flags: int, priority: int) -> tuple[Any, ...]:
     if flags not in (0, STREAM_NON_BLOCKING):
         return (_E.cudaErrorInvalidValue, None)
+    device = _context_device()
+    if _prohibited(device):
+        return (_E(_UNSAFE), None)
     greatest, least = PRIORITY_RANGE
     handle = next(_handles)  # no lock: a finalizer run by a collection here may destroy
-    _streams[handle] = _Stream(handle, _current.device, flags, min(max(priority, greatest), least))
+    _streams[handle] = _Stream(handle, device, flags, min(max(priority, greatest), least))
     return SUCCESS, handle
 
 
 def cudaStreamDestroy(handle: int) -> tuple[Any]:
-    stream = _streams.pop(handle, None)
+    stream = _streams.get(handle)
     if stream is None:
         return (_E.cudaErrorInvalidResourceHandle,)
+    if _prohibited(stream.device):
+        return (_E(_UNSAFE),)
+    _streams.pop(handle, None)
     with stream.condition:  # queued work still runs, as on a GPU; then the worker ends
         stream.destroyed = True
         stream.condition.notify()
@@ -669,11 +740,11 @@ def cudaStreamDestroy(handle: int) -> tuple[Any]:
 
 
 def cudaStreamQuery(handle: int) -> tuple[Any]:
-    return (_E(_query(handle, runtime=True)),)
+    return (_E(_query(handle)),)
 
 
 def cudaStreamWaitEvent(stream: int, event: int, flags: int) -> tuple[Any]:
-    return (_E(_wait_event(stream, event, runtime=True)),)
+    return (_E(_wait_event(stream, event)),)
 
 
 def _stream_attribute(handle: int, read: Callable[[_Stream], Any]) -> tuple[Any, ...]:
@@ -697,6 +768,71 @@ class _ThreadContexts(threading.local):
 
 
 _contexts = _ThreadContexts()
+
+
+def _context_device() -> int:
+    """The device of the calling thread's current context (the simulator's contexts
+    are device numbers; a thread without one pushed uses its current device's)."""
+    stack = _contexts.stack
+    return stack[-1] if stack else _current.device
+
+
+def cuDeviceGetCount() -> tuple[Any, int]:
+    return cudaGetDeviceCount()
+
+
+def cuDevicePrimaryCtxRetain(device: int) -> tuple[Any, ...]:
+    if not 0 <= device < len(_PHYSICAL):
+        return (_E.cudaErrorInvalidDevice, None)
+    return CU_SUCCESS, device
+
+
+def cuCtxGetCurrent() -> tuple[Any, int]:
+    return CU_SUCCESS, _context_device()
+
+
+def cuCtxSetCurrent(context: int) -> tuple[Any]:
+    stack = _contexts.stack
+    if stack:
+        stack[-1] = context
+    else:
+        _current.device = context
+    return (CU_SUCCESS,)
+
+
+def cuCtxSynchronize() -> tuple[Any]:
+    device = _context_device()
+    if _prohibited(device):
+        return (_E(_UNSAFE),)
+    streams = [s for s in list(_streams.values()) if s.device == device]
+    for stream in [_devices[device].legacy, *streams, *list(_devices[device].per_thread)]:
+        tail = stream.tail
+        if tail is not None:
+            tail.done.wait()
+    return (_E(_devices[device].sticky),)
+
+
+def cuStreamCreateWithPriority(flags: int, priority: int) -> tuple[Any, ...]:
+    return cudaStreamCreateWithPriority(flags, priority)
+
+
+def cuStreamDestroy(handle: int) -> tuple[Any]:
+    return cudaStreamDestroy(handle)
+
+
+def cuEventCreate(flags: int) -> tuple[Any, ...]:
+    return cudaEventCreateWithFlags(flags)
+
+
+def cuEventDestroy(handle: int) -> tuple[Any]:
+    return cudaEventDestroy(handle)
+
+
+def cuThreadExchangeStreamCaptureMode(mode: int) -> tuple[Any, ...]:
+    if mode not in tuple(_Mode):
+        return (_E.cudaErrorInvalidValue, None)
+    previous, _current.mode = _current.mode, int(mode)
+    return CU_SUCCESS, previous
 
 
 def cuStreamGetCtx(handle: int) -> tuple[Any, ...]:
@@ -747,10 +883,6 @@ def cudaStreamGetCaptureInfo(handle: int) -> tuple[Any, ...]:
     return (SUCCESS, capture.status, id(capture), capture, [], [], 0)
 
 
-def cudaLaunchHostFunc(stream: int, function: int, user_data: int) -> tuple[Any]:
-    return (_E(_launch(stream, function, user_data, runtime=True)),)
-
-
 def cudaUserObjectCreate(
     argument: int, destructor: int, refcount: int, flags: int
 ) -> tuple[Any, ...]:
@@ -764,23 +896,37 @@ def cudaGraphRetainUserObject(
     return (SUCCESS,)
 
 
+def cudaUserObjectRelease(user_object: tuple[int, int], count: int) -> tuple[Any]:
+    destructor, argument = user_object  # the last reference: the destructor runs
+    _native.call_host_function(destructor, argument)
+    return (SUCCESS,)
+
+
 def cudaEventCreateWithFlags(flags: int) -> tuple[Any, ...]:
     if flags & ~(EVENT_BLOCKING_SYNC | EVENT_DISABLE_TIMING | EVENT_INTERPROCESS):
         return (_E.cudaErrorInvalidValue, None)
     if flags & EVENT_INTERPROCESS and not flags & EVENT_DISABLE_TIMING:
         return (_E.cudaErrorInvalidValue, None)
+    device = _context_device()
+    if _prohibited(device):
+        return (_E(_UNSAFE), None)
     handle = next(_handles)
-    _events[handle] = _Event(handle, _current.device, flags)
+    _events[handle] = _Event(handle, device, flags)
     return SUCCESS, handle
 
 
 def cudaEventDestroy(handle: int) -> tuple[Any]:
-    event = _events.pop(handle, None)
-    return (SUCCESS if event is not None else _E.cudaErrorInvalidResourceHandle,)
+    event = _events.get(handle)
+    if event is None:
+        return (_E.cudaErrorInvalidResourceHandle,)
+    if _prohibited(event.device):
+        return (_E(_UNSAFE),)
+    _events.pop(handle, None)
+    return (SUCCESS,)
 
 
 def cudaEventRecord(event: int, stream: int) -> tuple[Any]:
-    return (_E(_record(event, stream, runtime=True)),)
+    return (_E(_record(event, stream)),)
 
 
 def cudaEventQuery(handle: int) -> tuple[Any]:
@@ -871,13 +1017,14 @@ def history(handle: int) -> list[tuple[Any, ...]] | None:
     return None if stream is None else list(stream.history)
 
 
-def begin_capture(handle: int) -> int:
+def begin_capture(handle: int, mode: int = _Mode.GLOBAL) -> int:
     stream = _stream(handle)
     if stream is None:
         return ERROR_INVALID_RESOURCE_HANDLE
-    if stream.capture is not None:
+    if stream.capture is not None or mode not in tuple(_Mode):
         return int(_E.cudaErrorIllegalState)
-    stream.capture = _Graph(stream)
+    stream.capture = _Graph(stream, int(mode))
+    _captures.append(stream.capture)
     return 0
 
 
@@ -886,6 +1033,7 @@ def end_capture(handle: int) -> tuple[int, _Graph | None]:
     if stream is None or stream.capture is None:
         return ERROR_INVALID_RESOURCE_HANDLE, None
     graph, stream.capture = stream.capture, None
+    _captures.remove(graph)
     if graph.status is _Capture.INVALIDATED:
         graph.destroy()
         return int(_E.cudaErrorStreamCaptureInvalidated), None

@@ -173,6 +173,7 @@ class ExternalStream:
                 return True
             if status == _NOT_READY_STATUS:
                 return False
+            return _handles.stream_answer(self._ptr, status)
         return self._call(_handles.stream_done)
 
     def synchronize(self, timeout: float | None = None) -> None:
@@ -467,7 +468,11 @@ class Stream(ExternalStream):
             raise ValueError(f"priority must be in [-2**31, 2**31), not {priority!r}")
         flags = _cuda.STREAM_NON_BLOCKING if nonblocking else 0
         device, ptr = _device.create_on(
-            device_id, _cuda.cudaStreamCreateWithPriority, flags, priority
+            device_id,
+            _cuda.cudaStreamCreateWithPriority,
+            flags,
+            priority,
+            driver_create=_cuda.cuStreamCreateWithPriority,
         )
         self._set(ptr, device, _cuda.CUstream(ptr), None)
         self._alive = [ptr]
@@ -551,7 +556,9 @@ class Event:
             | (_cuda.EVENT_BLOCKING_SYNC if blocking else 0)
             | (_cuda.EVENT_INTERPROCESS if interprocess else 0)
         )
-        device, ptr = _device.create_on(device_id, _cuda.cudaEventCreateWithFlags, flags)
+        device, ptr = _device.create_on(
+            device_id, _cuda.cudaEventCreateWithFlags, flags, driver_create=_cuda.cuEventCreate
+        )
         self._set(ptr, device, _cuda.CUevent(ptr), owned=True, flags=flags)
 
     def _set(self, ptr: int, device: int, handle: Any, *, owned: bool, flags: int | None) -> None:
@@ -646,6 +653,7 @@ class Event:
                 return True
             if status == _NOT_READY_STATUS:
                 return False
+            return _handles.event_answer(self._ptr, status)
         return _handles.event_done(self._prepare())
 
     def synchronize(self, timeout: float | None = None) -> None:
@@ -695,7 +703,7 @@ class Event:
 
     def _destroy(self, ptr: int) -> None:
         if self._owned:
-            call(_cuda.cudaEventDestroy, _cuda.event_t(ptr))
+            _handles.destroy_event(ptr)
 
     def __enter__(self) -> Event:
         return self

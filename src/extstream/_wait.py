@@ -221,7 +221,11 @@ def borrow_waiter(device_id: int) -> Waiter:
         return device, _idle_waiters[device].pop()
     except IndexError:
         return _device.create_on(
-            device, _cuda.cudaStreamCreateWithPriority, _cuda.STREAM_NON_BLOCKING, 0
+            device,
+            _cuda.cudaStreamCreateWithPriority,
+            _cuda.STREAM_NON_BLOCKING,
+            0,
+            driver_create=_cuda.cuStreamCreateWithPriority,
         )
 
 
