@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -42,6 +45,7 @@ ENVIRONMENT = (
     "EXTSTREAM_REQUIRE_GPU",
     "EXTSTREAM_CHECK",
     "EXTSTREAM_XDIST_DEVICES",
+    "EXTSTREAM_XDIST_SIMULATED",
 )
 
 
@@ -310,3 +314,50 @@ def test_a_downstream_project_with_its_own_names_gets_the_same_results(
     assert not header
     assert not [line for line in summary if "extstream" in line]
     assert "SKIPPED [1] conftest.py:9: downstream: the offline pool" in summary
+
+
+def test_each_xdist_worker_is_pinned_before_cuda_starts_there(
+    child: Child, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # CUDA reads CUDA_VISIBLE_DEVICES once, at cuInit: a worker whose GPU is pinned
+    # after something there called cuInit sees every GPU. A stand-in driver with two
+    # GPUs records what each process's cuInit saw.
+    pytest.importorskip("xdist")
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("needs a C compiler to build the stand-in libcuda.so.1")
+    driver = tmp_path / "driver"
+    driver.mkdir()
+    source = ROOT / "tests" / "driver" / "visible_devices.c"
+    library = driver / "libcuda.so.1"
+    subprocess.run(
+        [compiler, "-Wall", "-Werror", "-shared", "-fPIC", "-o", library, source], check=True
+    )
+    log = tmp_path / "seen.log"
+    monkeypatch.setenv("LD_LIBRARY_PATH", str(driver))
+    monkeypatch.setenv("FAKE_CUDA_DEVICES", "2")
+    monkeypatch.setenv("VISIBLE_DEVICES_LOG", str(log))
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    pytester.makeini("[pytest]\nextstream_sim_without_gpu = true\n")
+    tests = """
+import ctypes, os
+import pytest
+
+@pytest.mark.parametrize("i", range(2))
+def test_what_cuda_sees_here(i, worker_id):
+    driver = ctypes.CDLL("libcuda.so.1")
+    count = ctypes.c_int(0)
+    assert driver.cuInit(0) == 0 and driver.cuDeviceGetCount(ctypes.byref(count)) == 0
+    with open(f"worker-{os.getpid()}", "w") as out:
+        out.write(worker_id)
+"""
+    result = child(tests, "-n", "2", "--dist", "each", "--extstream-gpu-per-worker")
+    result.assert_outcomes(passed=4)
+    workers = {path.name[7:]: path.read_text() for path in pytester.path.glob("worker-*")}
+    assert sorted(workers.values()) == ["gw0", "gw1"]
+    seen: dict[str, set[str]] = {}  # what each worker's cuInit saw: "visible count"
+    for line in log.read_text().splitlines():
+        pid, visible, count = line.split()
+        if pid in workers:
+            seen.setdefault(workers[pid], set()).add(f"{visible} {count}")
+    assert seen == {"gw0": {"0 1"}, "gw1": {"1 1"}}

@@ -11,7 +11,9 @@ project's results:
   option ``extstream_sim_without_gpu = true`` does so only where no GPU is found.
 - ``--extstream-gpu-per-worker`` (or the ini option ``extstream_gpu_per_worker``):
   under pytest-xdist, worker *k* sees only GPU ``k mod n`` of the *n* that the
-  outer ``CUDA_VISIBLE_DEVICES`` allows (or of all), set before CUDA starts there.
+  outer ``CUDA_VISIBLE_DEVICES`` allows (or of all), set before CUDA starts there:
+  the controller passes its device list and its choice of backend (simulated or
+  not) to the workers, which pin their GPU before anything could call cuInit.
 - Fixtures: ``extstream_stream`` (a fresh stream per test), ``extstream_event``
   (an event factory), and a guard on every ``extstream_gpu`` test that fails it
   if it leaves a different current stream or host callbacks pending.
@@ -45,6 +47,7 @@ from extstream import testing
 
 _REQUIRE_ENV = "EXTSTREAM_REQUIRE_GPU"
 _DEVICES_ENV = "EXTSTREAM_XDIST_DEVICES"  # the controller's device list, for its workers
+_SIMULATED_ENV = "EXTSTREAM_XDIST_SIMULATED"  # the controller's choice, "1" or "0"
 _GENERIC_INI = "extstream_generic_names"
 # The plugin's own names, and the generic ones a project may opt in to (as the
 # plugin's earlier versions had them).
@@ -141,14 +144,23 @@ def _visible_devices(simulated: bool) -> list[str]:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config: pytest.Config, args: list[str]) -> None:
-    simulated = _simulating(args, early_config)
-    if _gpu_per_worker(args, early_config):
-        worker = os.environ.get("PYTEST_XDIST_WORKER")  # "gw3" in worker 3
-        if worker is None:
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # "gw3" in worker 3
+    per_worker = _gpu_per_worker(args, early_config)
+    if worker is not None:
+        # CUDA reads CUDA_VISIBLE_DEVICES once, at cuInit: pin this worker's GPU
+        # before anything here can start CUDA, then take the controller's choice
+        # of backend, so that the worker needs no probe of its own.
+        devices = os.environ.get(_DEVICES_ENV)
+        if per_worker and devices:
+            listed = devices.split(",")
+            os.environ["CUDA_VISIBLE_DEVICES"] = listed[int(worker[2:]) % len(listed)]
+        choice = os.environ.get(_SIMULATED_ENV)
+        simulated = choice == "1" if choice in ("0", "1") else _simulating(args, early_config)
+    else:
+        simulated = _simulating(args, early_config)
+        os.environ[_SIMULATED_ENV] = "1" if simulated else "0"  # for xdist workers
+        if per_worker:
             os.environ[_DEVICES_ENV] = ",".join(_visible_devices(simulated))
-        elif os.environ.get(_DEVICES_ENV):
-            devices = os.environ[_DEVICES_ENV].split(",")
-            os.environ["CUDA_VISIBLE_DEVICES"] = devices[int(worker[2:]) % len(devices)]
     if not simulated or os.environ.get("EXTSTREAM_BACKEND"):
         return
     if testing.backend_chosen():
