@@ -11,6 +11,7 @@ from typing import Any, Final
 from . import _fork
 from ._backend import cuda as _cuda
 from ._errors import call, fail
+from ._short import short_repr
 
 _SUCCESS: Final = _cuda.SUCCESS
 _MAX_DEVICE: Final = 2**31 - 1  # CUDA's device numbers are C ints
@@ -24,13 +25,13 @@ _used = False
 def device_index(device_id: object, *, name: str = "device_id") -> int:
     """*device_id* as an int in ``[0, 2**31)``, or ``TypeError``/``ValueError`` naming it."""
     if isinstance(device_id, bool):
-        raise TypeError(f"{name} must be an int, not {device_id!r}")
+        raise TypeError(f"{name} must be an int, not {short_repr(device_id)}")
     try:
         index = operator.index(device_id)  # type: ignore[arg-type]
     except TypeError:
-        raise TypeError(f"{name} must be an int, not {device_id!r}") from None
+        raise TypeError(f"{name} must be an int, not {short_repr(device_id)}") from None
     if not 0 <= index <= _MAX_DEVICE:
-        raise ValueError(f"{name} must be in [0, 2**31), not {device_id!r}")
+        raise ValueError(f"{name} must be in [0, 2**31), not {short_repr(device_id)}")
     return index
 
 
@@ -42,7 +43,7 @@ def device_or_unknown(device_id: object) -> int:
         return device_index(device_id)
     except ValueError:
         raise ValueError(
-            f"device_id must be in [0, 2**31), or -1 to ask CUDA, not {device_id!r}"
+            f"device_id must be in [0, 2**31), or -1 to ask CUDA, not {short_repr(device_id)}"
         ) from None
 
 
@@ -110,6 +111,8 @@ def on_device(device_id: int) -> Iterator[None]:
     if previous == device_id:
         yield
         return
+    if device_id >= device_count():  # say so, not cudaErrorInvalidDevice (in cudaSetDevice)
+        raise ValueError(f"device_id={device_id}, but this process sees {device_count()} device(s)")
     call(_cuda.cudaSetDevice, device_id)
     try:
         yield

@@ -17,6 +17,7 @@ from typing import Any, Final
 
 from . import _current, _device
 from ._public import public
+from ._short import short_repr
 from ._stream import ExternalStream, as_stream, get_current_stream
 
 # The module each framework's current stream is read from, once the caller imported it.
@@ -25,8 +26,10 @@ _ACTIVATABLE: Final = ("torch", "cupy")  # numba has no current stream to set
 
 
 def _imported(framework: str) -> ModuleType | None:
-    if framework not in _MODULES:
-        raise ValueError(f"unknown framework {framework!r}: expected one of {sorted(_MODULES)}")
+    if not isinstance(framework, str) or framework not in _MODULES:
+        raise ValueError(
+            f"unknown framework {short_repr(framework)}: expected one of {sorted(_MODULES)}"
+        )
     return sys.modules.get(_MODULES[framework])
 
 
@@ -190,7 +193,7 @@ def dlpack_exchange(producer: object, requested: int | None) -> ExternalStream |
     if requested is None:
         requested = 1
     if type(requested) is not int:
-        raise TypeError(f"stream must be an int or None, not {requested!r}")
+        raise TypeError(f"stream must be an int or None, not {short_repr(requested)}")
     if requested == -1:
         return None
     if requested == 0:
