@@ -232,7 +232,7 @@ def test_garbage_collection_destroys_owned_objects() -> None:
 
 
 def test_event_close_and_with() -> None:
-    with Event() as e:
+    with pytest.warns(DeprecationWarning, match=r"contextlib\.closing"), Event() as e:
         assert not e.closed
     assert e.closed
     with pytest.raises(ValueError, match="closed event"):

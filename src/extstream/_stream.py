@@ -15,6 +15,7 @@ import functools
 import html
 import os
 import threading
+import warnings
 from collections.abc import Callable, Generator, Iterator
 from typing import Any, Final, NoReturn, TypeVar
 
@@ -510,8 +511,9 @@ class Event:
 
     ``Event(timing=False, blocking=False, interprocess=False, device_id=None)``
     creates one on *device_id* (None: the current device) that this object owns
-    and destroys on :meth:`close`, at the end of a ``with`` block, or at garbage
-    collection. :meth:`from_handle` wraps a foreign event without owning it.
+    and destroys on :meth:`close`, at the end of a ``with closing(event):`` block, or
+    at garbage collection (``with event:`` also closes it: deprecated, it warns).
+    :meth:`from_handle` wraps a foreign event without owning it.
     """
 
     __slots__ = (
@@ -699,6 +701,12 @@ class Event:
             call(_cuda.cudaEventDestroy, _cuda.event_t(ptr))
 
     def __enter__(self) -> Event:
+        warnings.warn(
+            "closing an Event at the end of a 'with' block is deprecated ('with' on a stream "
+            "makes it current, not closed): use contextlib.closing(event) or event.close()",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return self
 
     def __exit__(self, *exc_info: object) -> None:
