@@ -71,5 +71,9 @@ def __getattr__(name: str) -> Any:
     return value
 
 
+_SUBMODULES: Final = ("sim", "testing")  # public, listed once imported
+
+
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    """The public API only (what Jupyter completes), not the imports of this module."""
+    return sorted({*__all__, *(name for name in _SUBMODULES if name in globals())})

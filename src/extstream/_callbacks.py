@@ -68,6 +68,7 @@ from ._handles import (
     stream_device,
     stream_done,
 )
+from ._short import short_repr
 
 _EXIT_TIMEOUT: Final = _config.exit_timeout()
 
@@ -281,9 +282,9 @@ def launch(
 ) -> None:
     """Enqueue ``function(*args)`` on the stream *ptr* (see the module doc)."""
     if not callable(function):
-        raise TypeError(f"callback must be callable, not {function!r}")
+        raise TypeError(f"callback must be callable, not {short_repr(function)}")
     if not isinstance(hold_stream, bool):
-        raise TypeError(f"hold_stream must be a bool, not {hold_stream!r}")
+        raise TypeError(f"hold_stream must be a bool, not {short_repr(hold_stream)}")
     entry: Entry = [function, args, contextvars.copy_context()]
     if hold_stream:  # Python will run on CUDA's thread, where a collection can destroy
         start_reaper()

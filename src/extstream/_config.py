@@ -11,6 +11,7 @@ import os
 from typing import Final
 
 from ._public import public
+from ._short import short_repr
 
 _TRUE: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE: Final = frozenset({"", "0", "false", "no", "off"})
@@ -85,7 +86,7 @@ def set_debug_checks(enabled: bool) -> bool:
     """
     global checks
     if not isinstance(enabled, bool):
-        raise TypeError(f"enabled must be a bool, not {enabled!r}")
+        raise TypeError(f"enabled must be a bool, not {short_repr(enabled)}")
     previous, checks = checks, enabled
     return previous
 

@@ -11,6 +11,7 @@ from typing import Any, Final
 from . import _fork
 from ._backend import cuda as _cuda
 from ._errors import call, fail
+from ._short import short_repr
 
 _SUCCESS: Final = _cuda.SUCCESS
 _CU_SUCCESS: Final = _cuda.CU_SUCCESS
@@ -26,13 +27,13 @@ _used = False
 def device_index(device_id: object, *, name: str = "device_id") -> int:
     """*device_id* as an int in ``[0, 2**31)``, or ``TypeError``/``ValueError`` naming it."""
     if isinstance(device_id, bool):
-        raise TypeError(f"{name} must be an int, not {device_id!r}")
+        raise TypeError(f"{name} must be an int, not {short_repr(device_id)}")
     try:
         index = operator.index(device_id)  # type: ignore[arg-type]
     except TypeError:
-        raise TypeError(f"{name} must be an int, not {device_id!r}") from None
+        raise TypeError(f"{name} must be an int, not {short_repr(device_id)}") from None
     if not 0 <= index <= _MAX_DEVICE:
-        raise ValueError(f"{name} must be in [0, 2**31), not {device_id!r}")
+        raise ValueError(f"{name} must be in [0, 2**31), not {short_repr(device_id)}")
     return index
 
 
@@ -44,7 +45,7 @@ def device_or_unknown(device_id: object) -> int:
         return device_index(device_id)
     except ValueError:
         raise ValueError(
-            f"device_id must be in [0, 2**31), or -1 to ask CUDA, not {device_id!r}"
+            f"device_id must be in [0, 2**31), or -1 to ask CUDA, not {short_repr(device_id)}"
         ) from None
 
 
@@ -65,10 +66,18 @@ def device_count() -> int:
 _primary: dict[int, Any] = {}
 
 
+def check_visible(device_id: int) -> None:
+    """``ValueError`` naming *device_id* and the count where this process has no such
+    device (rather than CUDA's cudaErrorInvalidDevice from a call the user never made)."""
+    if device_id >= device_count():
+        raise ValueError(f"device_id={device_id}, but this process sees {device_count()} device(s)")
+
+
 def primary_context(device_id: int) -> Any:
     """*device_id*'s primary context (the runtime's), from the driver."""
     context = _primary.get(device_id)
     if context is None:
+        check_visible(device_id)
         context = _primary[device_id] = call(_cuda.cuDevicePrimaryCtxRetain, device_id)
     return context
 
@@ -164,6 +173,7 @@ def on_device(device_id: int) -> Iterator[None]:
     if previous == device_id:
         yield
         return
+    check_visible(device_id)
     if not _cuda.direct_driver_calls:
         call(_cuda.cudaSetDevice, device_id)
         try:

@@ -14,6 +14,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any, Final
 
+from ._short import short_repr
+
 MAX_HANDLE: Final = 2**64 - 1
 
 _STREAM_INPUTS: Final = (
@@ -54,17 +56,22 @@ def _as_int_handle(value: object, source: object, what: str) -> int:
     """An int from an int (or ``__index__``), a ctypes pointer (``.value``) or a
     cuda.bindings handle (``int()``); floats, strings and bytes are refused."""
     if isinstance(value, bool):
-        raise TypeError(f"{what} handle from {source!r} is a bool, not a handle")
+        raise TypeError(f"{what} handle from {short_repr(source)} is a bool, not a handle")
     handle = value if isinstance(value, int) else _convert(value, source, what)
     if not 0 <= handle <= MAX_HANDLE:
-        raise ValueError(f"{what} handle {value!r} from {source!r} is out of range [0, 2**64)")
+        raise ValueError(
+            f"{what} handle {short_repr(value)} from {short_repr(source)} "
+            "is out of range [0, 2**64)"
+        )
     return handle
 
 
 def _convert(value: object, source: object, what: str) -> int:
     raw: Any = getattr(value, "value", value)  # ctypes.c_void_p; None is NULL
     if value is None or isinstance(raw, _NOT_HANDLES):
-        raise TypeError(f"{what} handle {value!r} from {source!r} is not an int")
+        raise TypeError(
+            f"{what} handle {short_repr(value)} from {short_repr(source)} is not an int"
+        )
     if raw is None:
         return 0
     try:
@@ -74,7 +81,9 @@ def _convert(value: object, source: object, what: str) -> int:
     try:  # cuda.bindings' CUstream and friends convert with int()
         return int(raw)
     except (TypeError, ValueError):
-        raise TypeError(f"{what} handle {value!r} from {source!r} is not an int") from None
+        raise TypeError(
+            f"{what} handle {short_repr(value)} from {short_repr(source)} is not an int"
+        ) from None
 
 
 def _hint(obj: object, name: str) -> Any:
@@ -106,7 +115,7 @@ def stream_handle(obj: object) -> tuple[int, int]:
     """``(handle, device or -1)`` of any stream input other than a plain int or an
     extstream stream."""
     if isinstance(obj, bool) or obj is None:
-        raise TypeError(f"cannot use {obj!r} as a CUDA stream: expected {_STREAM_INPUTS}")
+        raise TypeError(f"cannot use {short_repr(obj)} as a CUDA stream: expected {_STREAM_INPUTS}")
     protocol = getattr(obj, "__cuda_stream__", None)
     if protocol is not None:
         value = protocol() if callable(protocol) else protocol
@@ -119,7 +128,8 @@ def stream_handle(obj: object) -> tuple[int, int]:
             and value[0] == 0
         ):
             raise TypeError(
-                f"{type(obj).__name__}.__cuda_stream__() returned {value!r}; expected (0, handle)"
+                f"{type(obj).__name__}.__cuda_stream__() returned {short_repr(value)}; "
+                "expected (0, handle)"
             )
         return _as_int_handle(value[1], obj, "stream"), _device_hint(obj)
     if _framework(obj) == "torch" and type(obj).__name__ == "Stream" and hasattr(obj, "stream_id"):
@@ -130,7 +140,9 @@ def stream_handle(obj: object) -> tuple[int, int]:
     try:
         ptr = operator.index(obj)  # type: ignore[arg-type]
     except TypeError:
-        raise TypeError(f"cannot use {obj!r} as a CUDA stream: expected {_STREAM_INPUTS}") from None
+        raise TypeError(
+            f"cannot use {short_repr(obj)} as a CUDA stream: expected {_STREAM_INPUTS}"
+        ) from None
     return _as_int_handle(ptr, obj, "stream"), -1
 
 
@@ -138,7 +150,7 @@ def _torch_generic_stream(obj: Any) -> tuple[int, int]:
     """A torch 2 device-generic ``torch.Stream``: no ``__cuda_stream__``, but torch (already
     imported: the object exists) rebuilds its ``torch.cuda.Stream`` from the ids."""
     if getattr(obj, "device_type", None) != 1:  # torch's DeviceType CUDA
-        raise TypeError(f"{obj!r} is not a CUDA stream")
+        raise TypeError(f"{short_repr(obj)} is not a CUDA stream")
     torch: Any = sys.modules["torch"]
     cuda_stream = torch.cuda.Stream(
         stream_id=obj.stream_id, device_index=obj.device_index, device_type=obj.device_type
@@ -158,26 +170,30 @@ def is_event(obj: object) -> bool:
 def event_handle(obj: object) -> tuple[int, int]:
     """``(handle, device or -1)`` of an int event handle or a framework's event object."""
     if isinstance(obj, bool):
-        raise TypeError(f"cannot use {obj!r} as a CUDA event: expected {_EVENT_INPUTS}")
+        raise TypeError(f"cannot use {short_repr(obj)} as a CUDA event: expected {_EVENT_INPUTS}")
     if isinstance(obj, int):
         if obj == 0:
             raise ValueError("event handle 0 is NULL, not a CUDA event")
         return _as_int_handle(obj, obj, "event"), -1
     if hasattr(obj, "__cuda_stream__"):
-        raise TypeError(f"{obj!r} is a stream, not an event: use stream.wait(other) for streams")
+        raise TypeError(
+            f"{short_repr(obj)} is a stream, not an event: use stream.wait(other) for streams"
+        )
     if not is_event(obj):
-        raise TypeError(f"cannot use {obj!r} as a CUDA event: expected {_EVENT_INPUTS}")
+        raise TypeError(f"cannot use {short_repr(obj)} as a CUDA event: expected {_EVENT_INPUTS}")
     framework = _framework(obj)
     attribute = _EVENT_ATTRIBUTES[framework]
     if framework == "torch" and not hasattr(obj, attribute):
         # torch 2's device-generic torch.Event: its event_id is a CUDA event only
         # for a CUDA device (other backends have ids of their own kind).
         if getattr(getattr(obj, "device", None), "type", None) != "cuda":
-            raise TypeError(f"{obj!r} is not a CUDA event")
+            raise TypeError(f"{short_repr(obj)} is not a CUDA event")
         attribute = "event_id"
     ptr = _as_int_handle(getattr(obj, attribute, None), obj, "event")
     if ptr == 0:
-        raise ValueError(f"{obj!r} has no CUDA event yet (torch creates it at the first record())")
+        raise ValueError(
+            f"{short_repr(obj)} has no CUDA event yet (torch creates it at the first record())"
+        )
     return ptr, _device_hint(obj)
 
 
@@ -187,15 +203,18 @@ def array_stream(array: object) -> int | None:
     default) or a handle; these numbers are extstream handles as they are."""
     interface = getattr(array, "__cuda_array_interface__", None)
     if not isinstance(interface, dict):
-        raise TypeError(f"{array!r} has no __cuda_array_interface__ (a dict)")
+        raise TypeError(f"{short_repr(array)} has no __cuda_array_interface__ (a dict)")
     stream = interface.get("stream")
     if stream is None:
         return None
     if type(stream) is not int:
-        raise TypeError(f"the CUDA Array Interface stream of {array!r} is {stream!r}, not an int")
+        raise TypeError(
+            f"the CUDA Array Interface stream of {short_repr(array)} is {short_repr(stream)}, "
+            "not an int"
+        )
     if stream == 0:
         raise ValueError(
-            f"the CUDA Array Interface stream of {array!r} is 0, which the interface "
+            f"the CUDA Array Interface stream of {short_repr(array)} is 0, which the interface "
             "disallows (ambiguous: 1 is the legacy default stream, 2 the per-thread one)"
         )
     return _as_int_handle(stream, array, "stream")

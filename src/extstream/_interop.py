@@ -17,6 +17,7 @@ from typing import Any, Final
 
 from . import _current, _device
 from ._public import public
+from ._short import short_repr
 from ._stream import ExternalStream, as_stream, get_current_stream
 
 # The module each framework's current stream is read from, once the caller imported it.
@@ -25,8 +26,10 @@ _ACTIVATABLE: Final = ("torch", "cupy")  # numba has no current stream to set
 
 
 def _imported(framework: str) -> ModuleType | None:
-    if framework not in _MODULES:
-        raise ValueError(f"unknown framework {framework!r}: expected one of {sorted(_MODULES)}")
+    if not isinstance(framework, str) or framework not in _MODULES:
+        raise ValueError(
+            f"unknown framework {short_repr(framework)}: expected one of {sorted(_MODULES)}"
+        )
     return sys.modules.get(_MODULES[framework])
 
 
@@ -134,11 +137,13 @@ def activate(stream: object, *frameworks: str) -> Iterator[ExternalStream]:
     of its device in extstream and in each framework named, for the block; on exit
     each gets back exactly what was current, also when the block raises.
 
-    torch through ``torch.cuda.ExternalStream`` and ``torch.cuda.stream``; CuPy
-    through ``cupy.cuda.Stream.from_external`` in a ``with`` block on the stream's
-    device. The frameworks must be imported by the caller, with CUDA (``ValueError``
-    otherwise, before anything is made current); a framework that fails (no GPU
-    for it here) raises ``RuntimeError`` after what was made current is restored.
+    torch through ``torch.cuda.get_stream_from_external`` (torch 2.7+; before,
+    ``torch.cuda.ExternalStream``) and ``torch.cuda.stream``; CuPy through
+    ``cupy.cuda.Stream.from_external`` (CuPy 14; before, ``cupy.cuda.ExternalStream``)
+    in a ``with`` block on the stream's device. The frameworks must be imported by
+    the caller, with CUDA (``ValueError`` otherwise, before anything is made
+    current); a framework that fails (no GPU for it here) raises ``RuntimeError``
+    after what was made current is restored.
     """
     target = as_stream(stream)
     for framework in frameworks:
@@ -166,8 +171,7 @@ def _enter_framework(
 ) -> None:
     """Make *target* (of *device*) current in *framework* until *blocks* closes."""
     if framework == "torch":
-        native = module.cuda.ExternalStream(target.ptr, device=device)
-        blocks.enter_context(module.cuda.stream(native))
+        blocks.enter_context(module.cuda.stream(torch_stream(module, target.ptr, device)))
         return
     blocks.enter_context(module.cuda.Device(device))
     from_external = getattr(module.cuda.Stream, "from_external", None)
@@ -175,6 +179,19 @@ def _enter_framework(
         blocks.enter_context(from_external(target))
     else:
         blocks.enter_context(module.cuda.ExternalStream(target.ptr, device))
+
+
+def torch_stream(torch: Any, ptr: int, device: int) -> Any:
+    """torch's stream object for the handle *ptr* of *device*.
+
+    ``torch.cuda.get_stream_from_external`` (torch 2.7+) where it exists: for handle 0
+    it gives the legacy default stream, where ``torch.cuda.ExternalStream(0)`` gives
+    a stream of torch's pool instead (pytorch#182960).
+    """
+    wrap = getattr(torch.cuda, "get_stream_from_external", None)
+    if wrap is not None:
+        return wrap(ptr, device)
+    return torch.cuda.ExternalStream(ptr, device=device)
 
 
 @public
@@ -190,7 +207,7 @@ def dlpack_exchange(producer: object, requested: int | None) -> ExternalStream |
     if requested is None:
         requested = 1
     if type(requested) is not int:
-        raise TypeError(f"stream must be an int or None, not {requested!r}")
+        raise TypeError(f"stream must be an int or None, not {short_repr(requested)}")
     if requested == -1:
         return None
     if requested == 0:

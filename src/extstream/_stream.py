@@ -15,6 +15,7 @@ import functools
 import html
 import os
 import threading
+import warnings
 from collections.abc import Callable, Generator, Iterator
 from typing import Any, Final, NoReturn, TypeVar
 
@@ -23,6 +24,7 @@ from ._backend import cuda as _cuda
 from ._errors import call
 from ._foreign import MAX_HANDLE
 from ._public import public
+from ._short import short_repr
 
 _S = TypeVar("_S", bound="ExternalStream")
 _R = TypeVar("_R")
@@ -37,7 +39,7 @@ _INT_MAX: Final = 2**31 - 1
 
 def _check_flag(name: str, value: object) -> None:
     if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, not {value!r}")
+        raise TypeError(f"{name} must be a bool, not {short_repr(value)}")
 
 
 @public
@@ -75,7 +77,7 @@ class ExternalStream:
     def __init__(self, ptr: object, device_id: int = -1) -> None:
         if type(ptr) is int:
             if not 0 <= ptr <= MAX_HANDLE:
-                raise ValueError(f"stream handle {ptr!r} is out of range [0, 2**64)")
+                raise ValueError(f"stream handle {short_repr(ptr)} is out of range [0, 2**64)")
             handle, owner = ptr, None
         else:
             # The framework object owns the stream: CuPy and cuda.core destroy it
@@ -337,7 +339,7 @@ class ExternalStream:
     # -- host callbacks -------------------------------------------------------
 
     def launch_host_func(
-        self, callback: Callable[[Any], object], arg: object, *, hold_stream: bool = True
+        self, callback: Callable[[Any], object], arg: object = None, *, hold_stream: bool = True
     ) -> None:
         """Run ``callback(arg)`` once all work queued before it has finished.
 
@@ -463,9 +465,9 @@ class Stream(ExternalStream):
         self._alive = []  # until created, so __del__ has nothing to destroy
         _check_flag("nonblocking", nonblocking)
         if isinstance(priority, bool) or not isinstance(priority, int):
-            raise TypeError(f"priority must be an int, not {priority!r}")
+            raise TypeError(f"priority must be an int, not {short_repr(priority)}")
         if not _INT_MIN <= priority <= _INT_MAX:
-            raise ValueError(f"priority must be in [-2**31, 2**31), not {priority!r}")
+            raise ValueError(f"priority must be in [-2**31, 2**31), not {short_repr(priority)}")
         flags = _cuda.STREAM_NON_BLOCKING if nonblocking else 0
         device, ptr = _device.create_on(
             device_id,
@@ -514,8 +516,9 @@ class Event:
 
     ``Event(timing=False, blocking=False, interprocess=False, device_id=None)``
     creates one on *device_id* (None: the current device) that this object owns
-    and destroys on :meth:`close`, at the end of a ``with`` block, or at garbage
-    collection. :meth:`from_handle` wraps a foreign event without owning it.
+    and destroys on :meth:`close`, at the end of a ``with closing(event):`` block, or
+    at garbage collection (``with event:`` also closes it: deprecated, it warns).
+    :meth:`from_handle` wraps a foreign event without owning it.
     """
 
     __slots__ = (
@@ -578,9 +581,9 @@ class Event:
         :meth:`record` without a stream then uses the current device.
         """
         if isinstance(ptr, bool) or not isinstance(ptr, int):
-            raise TypeError(f"event handle must be an int, not {ptr!r}")
+            raise TypeError(f"event handle must be an int, not {short_repr(ptr)}")
         if not 0 < ptr <= MAX_HANDLE:
-            raise ValueError(f"event handle {ptr!r} is out of range (0, 2**64)")
+            raise ValueError(f"event handle {short_repr(ptr)} is out of range (0, 2**64)")
         event = cls.__new__(cls)
         event._set(ptr, _device.device_or_unknown(device_id), None, owned=False, flags=None)
         return event
@@ -687,7 +690,7 @@ class Event:
         Both events need ``timing=True``.
         """
         if not isinstance(end, Event):
-            raise TypeError(f"end must be an extstream.Event, not {end!r}")
+            raise TypeError(f"end must be an extstream.Event, not {short_repr(end)}")
         for event in (self, end):
             if event.timing is False:
                 raise ValueError(
@@ -706,6 +709,12 @@ class Event:
             _handles.destroy_event(ptr)
 
     def __enter__(self) -> Event:
+        warnings.warn(
+            "closing an Event at the end of a 'with' block is deprecated ('with' on a stream "
+            "makes it current, not closed): use contextlib.closing(event) or event.close()",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -754,9 +763,11 @@ class Event:
         """Open an event another process shared (its :meth:`ipc_handle`), on *device_id*
         (None: the current device). This process owns the opened handle."""
         if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise TypeError(f"an IPC event handle is 64 bytes, not {data!r}")
+            raise TypeError(f"an IPC event handle is 64 bytes, not {short_repr(data)}")
         if len(data) != _cuda.IPC_HANDLE_BYTES:
-            raise ValueError(f"an IPC event handle is 64 bytes, not {len(data)}: {bytes(data)!r}")
+            raise ValueError(
+                f"an IPC event handle is 64 bytes, not {len(data)}: {short_repr(bytes(data))}"
+            )
         handle = _cuda.ipc_handle_from_bytes(bytes(data))
         device, ptr = _device.create_on(device_id, _cuda.cudaIpcOpenEventHandle, handle)
         event = cls.__new__(cls)

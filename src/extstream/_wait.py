@@ -41,6 +41,7 @@ from . import _callbacks, _device, _native
 from ._backend import cuda as _cuda
 from ._errors import CudaError
 from ._handles import destroy_or_defer, destroy_stream, enqueue_host_function
+from ._short import short_repr
 
 if TYPE_CHECKING:
     import asyncio
@@ -80,9 +81,9 @@ _RECLAIM_TRIES: Final = 4  # abandoned semaphores asked before a new one is made
 def check_timeout(timeout: object) -> None:
     """``TypeError``/``ValueError`` for a timeout that is not a number of seconds >= 0."""
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"timeout must be a number of seconds or None, not {timeout!r}")
+        raise TypeError(f"timeout must be a number of seconds or None, not {short_repr(timeout)}")
     if not timeout >= 0:
-        raise ValueError(f"timeout must be >= 0, not {timeout!r}")
+        raise ValueError(f"timeout must be >= 0, not {short_repr(timeout)}")
 
 
 def block(target: Waitable, timeout: float | None, what: str) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from ._backend import NAME
 from ._backend import cuda as _backend
 from ._errors import CudaError
+from ._short import short_repr
 from ._stream import as_stream
 
 __all__ = ["Graph", "active", "busy", "capture", "history", "inject_error", "reset_device"]
@@ -47,7 +48,7 @@ def _check(status: int, what: str) -> None:
 def busy(stream: object, seconds: float) -> None:
     """Queue work that keeps *stream* busy for *seconds* (a kernel, as far as timing goes)."""
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0:
-        raise ValueError(f"seconds must be a number >= 0, not {seconds!r}")
+        raise ValueError(f"seconds must be a number >= 0, not {short_repr(seconds)}")
     _check(_sim().busy(_ptr(stream), float(seconds)), "extstream.sim.busy")
 
 
@@ -63,9 +64,11 @@ def inject_error(stream: object, name: str) -> None:
     sim = _sim()
     try:
         code = sim.cudaError_t[name]
-    except KeyError:
+    except (KeyError, TypeError):  # TypeError: not a name (unhashable)
         known = ", ".join(e.name for e in sim.cudaError_t if e.value)
-        raise ValueError(f"unknown CUDA error {name!r}; the simulator knows: {known}") from None
+        raise ValueError(
+            f"unknown CUDA error {short_repr(name)}; the simulator knows: {known}"
+        ) from None
     if code == 0:
         raise ValueError("cudaSuccess is not an error")
     _check(sim.inject_error(_ptr(stream), int(code)), "extstream.sim.inject_error")

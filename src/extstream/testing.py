@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 from . import _config
 
@@ -91,10 +91,11 @@ def captured_callbacks() -> int:
 def busy(stream: object, seconds: float) -> None:
     """Queue work that keeps *stream* busy for about *seconds* (no data touched).
 
-    On the simulator its busy work; on a GPU torch's sleep kernel (about 1.98e9
-    cycles a second at full clock), so torch must be installed.
+    On the simulator its busy work; on a GPU torch's sleep kernel, of as many
+    cycles as the device's clock rate gives (1.98 GHz where it cannot be read), so
+    torch must be installed.
     """
-    from ._interop import without_cuda
+    from ._interop import torch_stream, without_cuda
     from ._stream import as_stream
     from .sim import active
     from .sim import busy as sim_busy
@@ -107,10 +108,34 @@ def busy(stream: object, seconds: float) -> None:
     reason = without_cuda("torch", torch)
     if reason is not None:
         raise RuntimeError(f"extstream.testing.busy() needs a CUDA build of torch: {reason}")
-    with torch.cuda.device(target.device_id):
-        torch_stream = torch.cuda.ExternalStream(target.ptr, device=target.device_id)
-        with torch.cuda.stream(torch_stream):
-            torch.cuda._sleep(int(seconds * 1.98e9))
+    device = target.device_id
+    cycles = int(seconds * _clock_hz(device, torch))
+    with torch.cuda.device(device), torch.cuda.stream(torch_stream(torch, target.ptr, device)):
+        torch.cuda._sleep(cycles)
+
+
+_DEFAULT_CLOCK_HZ: Final = 1.98e9  # an H100's boost clock, where none can be read
+
+
+def _clock_hz(device: int, torch: Any = None) -> float:
+    """*device*'s clock rate in Hz: CUDA's ``cudaDevAttrClockRate``, else torch's
+    ``get_device_properties(device).clock_rate`` (both kHz), else 1.98 GHz."""
+    try:
+        runtime = importlib.import_module("cuda.bindings.runtime")
+        err, khz = runtime.cudaDeviceGetAttribute(
+            runtime.cudaDeviceAttr.cudaDevAttrClockRate, device
+        )
+        if int(err) == 0 and khz:
+            return float(khz) * 1e3
+    except Exception:  # noqa: S110 - no CUDA runtime here: ask torch
+        pass
+    try:
+        khz = torch.cuda.get_device_properties(device).clock_rate
+        if khz:
+            return float(khz) * 1e3
+    except Exception:  # noqa: S110 - a torch without the attribute: the default
+        pass
+    return _DEFAULT_CLOCK_HZ
 
 
 def prepare_fault() -> Callable[[object], None]:
@@ -134,7 +159,11 @@ def prepare_fault() -> Callable[[object], None]:
     def fault(stream: object) -> None:
         target = as_stream(stream)
         with cupy.cuda.Device(target.device_id):
-            cupy_stream = cupy.cuda.Stream.from_external(target)
+            from_external = getattr(cupy.cuda.Stream, "from_external", None)
+            if from_external is not None:  # CuPy 14
+                cupy_stream = from_external(target)
+            else:  # CuPy 13 has only ExternalStream
+                cupy_stream = cupy.cuda.ExternalStream(target.ptr, target.device_id)
             with cupy_stream:
                 kernel((1,), (1,), (cupy.uint64(0),))
 

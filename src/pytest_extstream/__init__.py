@@ -1,24 +1,33 @@
 """pytest plugin for suites that need CUDA streams (registered as ``pytest_extstream``).
 
-- Markers: ``gpu`` (needs CUDA behaviour: a real GPU, or the simulator when the
-  session runs on it; otherwise skipped with the reason) and ``multi_gpu(n)``.
-  ``--require-gpu`` or ``EXTSTREAM_REQUIRE_GPU=1`` turns those skips into failures.
+It claims only names of its own, so that installing extstream changes no other
+project's results:
+
+- Markers: ``extstream_gpu`` (needs CUDA behaviour: a real GPU, or the simulator
+  when the session runs on it; otherwise skipped with the reason) and
+  ``extstream_multi_gpu(n)``. ``--require-gpu`` or ``EXTSTREAM_REQUIRE_GPU=1``
+  turns those skips into failures.
 - ``--extstream-sim`` runs the session on extstream's CPU simulator; the ini
   option ``extstream_sim_without_gpu = true`` does so only where no GPU is found.
 - ``--extstream-gpu-per-worker`` (or the ini option ``extstream_gpu_per_worker``):
   under pytest-xdist, worker *k* sees only GPU ``k mod n`` of the *n* that the
-  outer ``CUDA_VISIBLE_DEVICES`` allows (or of all), set before CUDA starts there.
-- Fixtures: ``cuda_stream`` (a fresh stream per test), ``cuda_event`` (an event
-  factory), and a guard on every ``gpu`` test that fails it if it leaves a
-  different current stream or host callbacks pending.
-- Debug checks (``EXTSTREAM_CHECK``) are on inside ``gpu`` tests, unless that
-  variable says otherwise.
+  outer ``CUDA_VISIBLE_DEVICES`` allows (or of all), set before CUDA starts there:
+  the controller passes its device list and its choice of backend (simulated or
+  not) to the workers, which pin their GPU before anything could call cuInit.
+- Fixtures: ``extstream_stream`` (a fresh stream per test), ``extstream_event``
+  (an event factory), and a guard on every ``extstream_gpu`` test that fails it
+  if it leaves a different current stream or host callbacks pending.
+- Debug checks (``EXTSTREAM_CHECK``) are on inside ``extstream_gpu`` tests,
+  unless that variable says otherwise.
+- The ini option ``extstream_generic_names = true`` also gives the plugin's
+  earlier, generic names, for suites that migrate: markers ``gpu`` and
+  ``multi_gpu(n)``, fixtures ``cuda_stream`` and ``cuda_event``.
 - After collection, the report shows the backend, devices, driver and
   cuda-bindings versions, when a collected test uses extstream.
 
 It stays out of sessions that do not use it: no ``cuda.bindings`` import and no
-CUDA call unless a collected test carries a ``gpu``/``multi_gpu`` marker or uses
-an extstream fixture, or an extstream option asks for it. The backend must be
+CUDA call unless a collected test carries one of its markers or uses one of its
+fixtures, or an extstream option asks for it. The backend must be
 chosen before extstream first uses it: this module talks to extstream through
 ``extstream.testing``, whose import chooses none, and through the public API.
 """
@@ -29,7 +38,7 @@ import ctypes
 import os
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Final
 
 import pytest
 
@@ -38,7 +47,13 @@ from extstream import testing
 
 _REQUIRE_ENV = "EXTSTREAM_REQUIRE_GPU"
 _DEVICES_ENV = "EXTSTREAM_XDIST_DEVICES"  # the controller's device list, for its workers
-_FIXTURES = frozenset({"cuda_stream", "cuda_event"})
+_SIMULATED_ENV = "EXTSTREAM_XDIST_SIMULATED"  # the controller's choice, "1" or "0"
+_GENERIC_INI = "extstream_generic_names"
+# The plugin's own names, and the generic ones a project may opt in to (as the
+# plugin's earlier versions had them).
+_GPU, _MULTI_GPU = "extstream_gpu", "extstream_multi_gpu"
+_GENERIC_MARKERS: Final = {_GPU: "gpu", _MULTI_GPU: "multi_gpu"}
+_GENERIC_FIXTURES: Final = {"extstream_stream": "cuda_stream", "extstream_event": "cuda_event"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -51,7 +66,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--require-gpu",
         action="store_true",
-        help=f"fail gpu-marked tests instead of skipping them without a GPU ({_REQUIRE_ENV}=1)",
+        help=f"fail extstream_gpu tests instead of skipping them without a GPU ({_REQUIRE_ENV}=1)",
     )
     group.addoption(
         "--extstream-gpu-per-worker",
@@ -62,13 +77,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "extstream_sim_without_gpu",
         type="bool",
         default=False,
-        help="where no GPU is found, run gpu-marked tests on the simulator instead of skipping",
+        help="where no GPU is found, run extstream_gpu tests on the simulator instead of skipping",
     )
     parser.addini(
         "extstream_gpu_per_worker",
         type="bool",
         default=False,
         help="under pytest-xdist, give each worker one GPU (--extstream-gpu-per-worker)",
+    )
+    parser.addini(
+        _GENERIC_INI,
+        type="bool",
+        default=False,
+        help="also claim the generic names gpu, multi_gpu (markers) and cuda_stream, "
+        "cuda_event (fixtures), as the plugin's earlier versions did",
     )
 
 
@@ -122,14 +144,23 @@ def _visible_devices(simulated: bool) -> list[str]:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config: pytest.Config, args: list[str]) -> None:
-    simulated = _simulating(args, early_config)
-    if _gpu_per_worker(args, early_config):
-        worker = os.environ.get("PYTEST_XDIST_WORKER")  # "gw3" in worker 3
-        if worker is None:
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # "gw3" in worker 3
+    per_worker = _gpu_per_worker(args, early_config)
+    if worker is not None:
+        # CUDA reads CUDA_VISIBLE_DEVICES once, at cuInit: pin this worker's GPU
+        # before anything here can start CUDA, then take the controller's choice
+        # of backend, so that the worker needs no probe of its own.
+        devices = os.environ.get(_DEVICES_ENV)
+        if per_worker and devices:
+            listed = devices.split(",")
+            os.environ["CUDA_VISIBLE_DEVICES"] = listed[int(worker[2:]) % len(listed)]
+        choice = os.environ.get(_SIMULATED_ENV)
+        simulated = choice == "1" if choice in ("0", "1") else _simulating(args, early_config)
+    else:
+        simulated = _simulating(args, early_config)
+        os.environ[_SIMULATED_ENV] = "1" if simulated else "0"  # for xdist workers
+        if per_worker:
             os.environ[_DEVICES_ENV] = ",".join(_visible_devices(simulated))
-        elif os.environ.get(_DEVICES_ENV):
-            devices = os.environ[_DEVICES_ENV].split(",")
-            os.environ["CUDA_VISIBLE_DEVICES"] = devices[int(worker[2:]) % len(devices)]
     if not simulated or os.environ.get("EXTSTREAM_BACKEND"):
         return
     if testing.backend_chosen():
@@ -140,18 +171,53 @@ def pytest_load_initial_conftests(early_config: pytest.Config, args: list[str]) 
     os.environ["EXTSTREAM_BACKEND"] = "sim"
 
 
+class _GenericNames:
+    """The generic fixture names, registered only where a project opts in."""
+
+    @pytest.fixture
+    def cuda_stream(self, extstream_stream: Any) -> Any:
+        """:func:`extstream_stream` under its generic name."""
+        return extstream_stream
+
+    @pytest.fixture
+    def cuda_event(self, extstream_event: Any) -> Any:
+        """:func:`extstream_event` under its generic name."""
+        return extstream_event
+
+
+def _generic(config: pytest.Config) -> bool:
+    return bool(config.getini(_GENERIC_INI))
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "gpu: needs CUDA behaviour (a GPU, or the extstream simulator)"
+        "markers", f"{_GPU}: needs CUDA behaviour (a GPU, or the extstream simulator)"
     )
-    config.addinivalue_line("markers", "multi_gpu(n): needs at least n CUDA devices")
+    config.addinivalue_line("markers", f"{_MULTI_GPU}(n): needs at least n CUDA devices")
+    if _generic(config):
+        config.addinivalue_line("markers", f"gpu: {_GPU} under its generic name ({_GENERIC_INI})")
+        config.addinivalue_line(
+            "markers", f"multi_gpu(n): {_MULTI_GPU} under its generic name ({_GENERIC_INI})"
+        )
+        config.pluginmanager.register(_GenericNames(), "pytest_extstream_generic_names")
     _env_requires_gpu()  # a bad value is a usage error now, not a surprise at the first skip
 
 
+def _marker(item: pytest.Item, name: str) -> pytest.Mark | None:
+    """The closest marker *name* of *item*, or its generic twin where the project opted in."""
+    mark = item.get_closest_marker(name)
+    if mark is None and _generic(item.config):
+        mark = item.get_closest_marker(_GENERIC_MARKERS[name])
+    return mark
+
+
 def _uses_extstream(item: pytest.Item) -> bool:
-    if item.get_closest_marker("gpu") or item.get_closest_marker("multi_gpu"):
+    if _marker(item, _GPU) or _marker(item, _MULTI_GPU):
         return True
-    return bool(_FIXTURES.intersection(getattr(item, "fixturenames", ())))
+    fixtures = set(_GENERIC_FIXTURES)
+    if _generic(item.config):
+        fixtures.update(_GENERIC_FIXTURES.values())
+    return bool(fixtures.intersection(getattr(item, "fixturenames", ())))
 
 
 def pytest_report_collectionfinish(
@@ -161,8 +227,8 @@ def pytest_report_collectionfinish(
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    gpu = item.get_closest_marker("gpu")
-    multi = item.get_closest_marker("multi_gpu")
+    gpu = _marker(item, _GPU)
+    multi = _marker(item, _MULTI_GPU)
     if gpu is None and multi is None:
         return
     count, reason = testing.devices()
@@ -181,7 +247,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 @pytest.fixture
-def cuda_stream() -> Iterator[Any]:
+def extstream_stream() -> Iterator[Any]:
     """A fresh :class:`extstream.Stream` on the current device, closed after the test."""
     stream = extstream.Stream()
     try:
@@ -192,7 +258,7 @@ def cuda_stream() -> Iterator[Any]:
 
 
 @pytest.fixture
-def cuda_event() -> Iterator[Callable[..., Any]]:
+def extstream_event() -> Iterator[Callable[..., Any]]:
     """A factory of :class:`extstream.Event` objects, all closed after the test."""
     made: list[extstream.Event] = []
 
@@ -208,9 +274,9 @@ def cuda_event() -> Iterator[Callable[..., Any]]:
 
 @pytest.fixture(autouse=True)
 def _extstream_guard(request: pytest.FixtureRequest) -> Iterator[None]:
-    """In a gpu test: debug checks on; fail it if it leaves another current stream or
-    host callbacks pending."""
-    if request.node.get_closest_marker("gpu") is None:
+    """In an extstream_gpu test: debug checks on; fail it if it leaves another current
+    stream or host callbacks pending."""
+    if _marker(request.node, _GPU) is None:
         yield
         return
     checks = extstream.debug_checks_enabled()
