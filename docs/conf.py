@@ -45,8 +45,8 @@ nitpicky = True
 # type hints go into the parameter descriptions, not the signatures.
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
-autodoc_typehints_description_target = "documented_params"
-autodoc_class_signature = "separated"
+autodoc_typehints_description_target = "documented"
+autodoc_class_signature = "mixed"
 autodoc_preserve_defaults = True
 autodoc_default_options = {"show-inheritance": True}
 autosummary_generate = False
