@@ -96,13 +96,48 @@ def test_framework_block_runs_on_a_gpu(block: Block) -> None:
     assert result.returncode == 0, result.stderr
 
 
+README = ROOT / "README.md"
+README_BLOCKS = [b for b in BLOCKS if b.page == "README.md"]
+
+
+def test_every_readme_block_runs_somewhere() -> None:
+    # Each README block runs in this file: on the simulator anywhere, or (a framework
+    # block) on a GPU with that framework. None may need a GPU without saying so.
+    assert len(README_BLOCKS) >= 2
+    assert README_BLOCKS[0].chooses_the_simulator  # the first example runs on a laptop
+    for block in README_BLOCKS:
+        assert block.chooses_the_simulator or block.frameworks, block
+
+
+def test_readme_is_a_front_door() -> None:
+    text = README.read_text()
+    assert len(text.splitlines()) <= 200
+    assert "<!-- docs:" not in text  # the docs own their text: no fragments included
+    # Links work on a package index too: absolute, no relative paths or images.
+    for target in re.findall(r"\]\(([^)]+)\)", text):
+        assert target.startswith("https://"), target
+    # The two commands CI runs verbatim (.ci/run), each in its own sh block.
+    assert "```sh\npip install -e '.[test]' && pytest\n```" in text
+    assert "```sh\npip install -e . && python -m extstream\n```" in text
+
+
+def test_docs_pages_include_no_readme_fragments() -> None:
+    for page in (ROOT / "docs").glob("*.md"):
+        assert "README.md" not in page.read_text(), page
+
+
 def test_sphinx_site_builds_without_warnings(tmp_path: Path) -> None:
-    for module in ("sphinx", "myst_parser"):
+    for module in ("sphinx", "myst_nb", "furo", "sphinx_copybutton"):
         if importlib.util.find_spec(module) is None:
-            pytest.skip(f"{module} is not installed (pip install 'extstream[docs]')")
+            pytest.skip(f"{module} is not installed (pip install -e '.[docs]')")
+    # Offline: the build must not depend on reaching the intersphinx hosts.
     result = run_interpreter(
-        "-m", "sphinx", "-W", "--keep-going", "-q", "-b", "html",
-        str(ROOT / "docs"), str(tmp_path), timeout=300,
+        "-m", "sphinx", "-W", "-n", "--keep-going", "-q", "-b", "html",
+        str(ROOT / "docs"), str(tmp_path), env={"EXTSTREAM_DOCS_OFFLINE": "1"}, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
-    assert (tmp_path / "api.html").read_text().count('class="sig-name descname"') > 30
+    api = (tmp_path / "api.html").read_text()
+    assert api.count('class="sig-name descname"') > 30
+    assert "extstream.testing.header_lines" not in api  # internals stay unpublished
+    assert "Bases:" in api  # Stream shows that it derives from ExternalStream
+    assert (tmp_path / "notebook.html").exists() and (tmp_path / "changelog.html").exists()

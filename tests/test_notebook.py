@@ -42,7 +42,7 @@ def _text(output: dict[str, Any]) -> str:
 def test_notebook_runs_in_a_kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for module in ("nbclient", "nbformat", "ipykernel"):
         if importlib.util.find_spec(module) is None:
-            pytest.skip(f"{module} is not installed (it is in extstream[test])")
+            pytest.skip(f"{module} is not installed (pip install -e '.[dev]')")
     monkeypatch.setenv("EXTSTREAM_BACKEND", "sim" if sim.active() else "cuda")
     executed = tmp_path / "executed.ipynb"
     code = f"import sys; sys.argv[1:] = [{str(NOTEBOOK)!r}, {str(executed)!r}]\n{EXECUTE}"
