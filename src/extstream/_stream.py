@@ -32,7 +32,7 @@ _R = TypeVar("_R")
 _SPECIAL_KINDS: Final = {0: "legacy default", 1: "legacy", 2: "per-thread default"}
 _CU_SUCCESS: Final = _cuda.CU_SUCCESS
 _NOT_READY_STATUS: Final = _cuda.NOT_READY_STATUS
-_callback_threads: Final = _callbacks.callback_threads  # non-empty inside held callbacks
+_callback_threads: Final = _handles.callback_threads  # non-empty inside held callbacks
 _INT_MIN: Final = -(2**31)
 _INT_MAX: Final = 2**31 - 1
 

@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, Protocol
 
-from . import _callbacks, _device, _native
+from . import _callbacks, _device, _handles, _native
 from ._backend import cuda as _cuda
 from ._errors import CudaError
 from ._handles import destroy_or_defer, destroy_stream, enqueue_host_function
@@ -91,7 +91,7 @@ def block(target: Waitable, timeout: float | None, what: str) -> None:
 
     *what* names the wait for the error raised inside a held callback.
     """
-    if _callbacks.callback_threads:
+    if _handles.callback_threads:
         _callbacks.raise_if_holding_stream(what)
     if timeout is not None:
         check_timeout(timeout)
