@@ -242,6 +242,62 @@ def fuzz(quick: bool) -> dict[str, Any]:
     }
 
 
+@scenario(
+    "event loops awaiting streams, events and callbacks",
+    "every task finishes, 0 callback waits time out, within 60 s",
+    300,
+)
+def loops_awaiting(quick: bool) -> dict[str, Any]:
+    import extstream
+
+    threads, tasks, steps = (8, 20, 2) if quick else (64, 50, 2)
+    finished, timeouts = [0], [0]
+    lock = threading.Lock()
+
+    async def task(stream: extstream.Stream) -> None:
+        loop = asyncio.get_running_loop()
+        for _ in range(steps):
+            await stream
+            await stream.record()
+            called: asyncio.Future[None] = loop.create_future()
+            stream.launch_host_func(
+                lambda f: loop.call_soon_threadsafe(f.set_result, None), called, hold_stream=False
+            )
+            try:
+                await asyncio.wait_for(called, 20)
+            except TimeoutError:
+                with lock:
+                    timeouts[0] += 1
+        with lock:
+            finished[0] += 1
+
+    def thread() -> None:
+        stream = extstream.Stream()
+
+        async def main() -> None:
+            await asyncio.gather(*(task(stream) for _ in range(tasks)))
+
+        asyncio.run(main())
+        stream.close()
+
+    started = time.perf_counter()
+    workers = [threading.Thread(target=thread) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(120)
+    seconds = time.perf_counter() - started
+    total = threads * tasks
+    return {
+        "tasks": total,
+        "finished": finished[0],
+        "timeouts": timeouts[0],
+        "ok": finished[0] == total and timeouts[0] == 0 and seconds < 60,
+        "figure": f"{threads} loops x {tasks} tasks x {steps} steps: {finished[0]} of {total} "
+        f"finished, {timeouts[0]} callback waits timed out, {seconds:.1f} s",
+    }
+
+
 @scenario("current stream: threads x tasks", "0 wrong reads", 600)
 def threads_and_tasks(quick: bool) -> dict[str, Any]:
     import extstream

@@ -25,7 +25,8 @@ through cuda.bindings' GIL-taking runtime trampolines): cuDeviceGetCount,
 cuDevicePrimaryCtxRetain, cuCtxGetCurrent, cuCtxSetCurrent, cuCtxSynchronize,
 cuCtxPushCurrent, cuCtxPopCurrent, cuCtxGetDevice, cuStreamGetCtx,
 cuStreamCreateWithPriority, cuStreamDestroy, cuEventCreate, cuEventDestroy,
-cuEventRecord, cuStreamWaitEvent, cuThreadExchangeStreamCaptureMode (cuda.bindings releases the GIL in each).
+cuEventRecord, cuStreamWaitEvent, cuThreadExchangeStreamCaptureMode (cuda.bindings releases
+the GIL in each).
 
 The hot calls take the cheapest path measured on an H100 (benchmarks/call_paths.py):
 

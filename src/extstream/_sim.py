@@ -357,11 +357,24 @@ class _Stream:
         return not self.flags & STREAM_NON_BLOCKING
 
     def enqueue(
-        self, kind: tuple[Any, ...], action: Callable[[], None] | None, deps: list[_Op]
+        self,
+        kind: tuple[Any, ...],
+        action: Callable[[], None] | None,
+        deps: list[_Op],
+        instant: bool = False,
     ) -> _Op:
+        """Queue work; *instant* work (libc's ``sem_post`` as a host function) runs at
+        once in the caller's thread where the stream has nothing before it, as a GPU
+        runs it at once, with no round trip through the worker (and the GIL)."""
         op = _Op(self, kind, action)
         op.deps = [d for d in deps if not d.done.is_set()]
         with self.condition:
+            if instant and not self.queue and not op.deps:
+                self.history.append(kind)
+                if action is not None and not _devices[self.device].sticky:
+                    action()
+                op.done.set()
+                return op
             while len(self.queue) >= QUEUE_DEPTH:
                 self.condition.wait()
             self.queue.append(op)
@@ -537,6 +550,7 @@ def _submit(
     kind: tuple[Any, ...],
     action: Callable[[], None] | None,
     deps: list[_Op] | None = None,
+    instant: bool = False,
 ) -> tuple[int, _Op | None]:
     """Queue work on a stream, or record it into the graph being captured there."""
     stream = _stream(handle)
@@ -551,7 +565,7 @@ def _submit(
         return 0, None
     if _prohibited(stream.device):
         return _UNSAFE, None
-    return 0, stream.enqueue(kind, action, _implicit_deps(stream) + (deps or []))
+    return 0, stream.enqueue(kind, action, _implicit_deps(stream) + (deps or []), instant)
 
 
 def _query_status(stream: _Stream) -> int:
@@ -581,7 +595,8 @@ def stream_query(handle: int) -> int:
 
 def _launch(handle: int, function: int, user_data: int) -> int:
     action = lambda: _run_host_function(function, user_data)  # noqa: E731
-    return _submit(handle, ("host function", function, user_data), action)[0]
+    instant = function == _native.SEM_POST_ADDRESS
+    return _submit(handle, ("host function", function, user_data), action, instant=instant)[0]
 
 
 def launch_host_func(handle: int, function: int, user_data: int) -> int:
