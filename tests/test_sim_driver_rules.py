@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 import extstream
-from extstream import CudaError, ExternalStream, Stream, _callbacks, _native, sim
+from extstream import CudaError, ExternalStream, Stream, _callbacks, _native, _sim, sim
+from extstream._backend import cuda as backend
 
 from .conftest import run_python
 from .gpu_helpers import wait_until
@@ -28,7 +29,7 @@ def test_handle_2_of_a_new_thread_is_a_new_stream_even_with_an_ended_threads_id(
         first_ran: list[bool] = []
         second_ran: list[bool] = []
 
-        def first() -> None:
+        def first(first_ran: list[bool] = first_ran) -> None:
             own = ExternalStream(2, 0)
             sim.busy(own, 0.2)
             finish = time.monotonic() + 0.2
@@ -39,7 +40,7 @@ def test_handle_2_of_a_new_thread_is_a_new_stream_even_with_an_ended_threads_id(
             )
             idents.add(threading.get_ident())
 
-        def second() -> None:
+        def second(second_ran: list[bool] = second_ran) -> None:
             ExternalStream(2, 0).launch_host_func(
                 second_ran.append, threading.get_ident() in idents, hold_stream=False
             )
@@ -76,7 +77,7 @@ def test_a_refused_captured_launch_reports_cudas_own_status(
 ) -> None:
     # Before: every refusal read 801 (cudaErrorNotSupported), whatever CUDA said.
     stream = Stream()
-    monkeypatch.setattr(_callbacks._cuda, "launch_host_func", lambda *args: 1)
+    monkeypatch.setattr(backend, "launch_host_func", lambda *args: 1)
     with sim.capture(stream) as graphs, pytest.raises(CudaError) as info:
         stream.launch_host_func(print, "refused")
     assert info.value.status == 1 and info.value.call == "cuLaunchHostFunc"
@@ -88,14 +89,14 @@ def test_a_refused_captured_launch_reports_cudas_own_status(
 def test_a_failed_retain_releases_the_user_object(monkeypatch: pytest.MonkeyPatch) -> None:
     # Before: the user object made for the entry was never released.
     released: list[Any] = []
-    real_release = _callbacks._cuda.cudaUserObjectRelease
+    real_release = backend.cudaUserObjectRelease
 
     def release(user_object: Any, count: int) -> Any:
         released.append(user_object)
         return real_release(user_object, count)
 
-    monkeypatch.setattr(_callbacks._cuda, "cudaGraphRetainUserObject", lambda *a: (sim_error(1),))
-    monkeypatch.setattr(_callbacks._cuda, "cudaUserObjectRelease", release)
+    monkeypatch.setattr(backend, "cudaGraphRetainUserObject", lambda *a: (sim_error(1),))
+    monkeypatch.setattr(backend, "cudaUserObjectRelease", release)
     stream = Stream()
     with sim.capture(stream) as graphs, pytest.raises(CudaError):
         stream.launch_host_func(print, "not captured")
@@ -105,8 +106,6 @@ def test_a_failed_retain_releases_the_user_object(monkeypatch: pytest.MonkeyPatc
 
 
 def sim_error(status: int) -> Any:
-    from extstream import _sim
-
     return _sim.cudaError_t(status)
 
 
@@ -137,7 +136,12 @@ def test_captured_launches_reuse_semaphores_and_look_at_few_entries(
     assert made == []  # the first round's 50 semaphores served again
     looks: list[int] = []
     real_take = _native.try_take
-    monkeypatch.setattr(_native, "try_take", lambda s: looks.append(s) or real_take(s))
+
+    def try_take(semaphore: int) -> bool:
+        looks.append(semaphore)
+        return real_take(semaphore)
+
+    monkeypatch.setattr(_native, "try_take", try_take)
     other = Stream()
     other.launch_host_func(lambda _: None, None)
     assert len(looks) <= 4  # not one per captured entry (50 alive)
@@ -199,8 +203,6 @@ def test_exit_lets_queued_graph_replays_pass_before_finalizing() -> None:
 
 @on_sim
 def test_relaxed_capture_lets_another_threads_queries_leave_a_global_capture_valid() -> None:
-    from extstream import _sim
-
     capturing, other = Stream(), Stream()
     answers: list[object] = []
 
