@@ -422,9 +422,9 @@ def _failed(where: _Where) -> bool:
 
 def _held_reachable() -> int:
     """Held callbacks pending on streams whose context can still run them."""
-    streams = {where for _, where in list(_held.values())}
-    failed = {where for where in streams if _failed(where)}
-    return sum(where not in failed for _, where in list(_held.values()))
+    pending = [where for _, where in list(_held.values())]
+    failed = {where for where in set(pending) if _failed(where)}
+    return sum(where not in failed for where in pending)
 
 
 def _graphs_settled(deadline: float) -> bool:

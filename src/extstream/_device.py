@@ -56,8 +56,8 @@ def device_count() -> int:
     """
     global _count
     if _count is None:
-        count = _cuda.cuDeviceGetCount if _cuda.load_driver_entry_points() else None
-        _count = int(call(count or _cuda.cudaGetDeviceCount))
+        driver = _cuda.load_driver_entry_points()
+        _count = int(call(_cuda.cuDeviceGetCount if driver else _cuda.cudaGetDeviceCount))
     return _count
 
 
@@ -82,13 +82,20 @@ def primary_context(device_id: int) -> Any:
     return context
 
 
-def synchronize(device_id: int) -> None:
-    """Wait until all work queued on *device_id* has finished (``cuCtxSynchronize``)."""
+@contextmanager
+def _in_primary_context(device_id: int) -> Iterator[None]:
+    """*device_id*'s primary context pushed on this thread for the block."""
     call(_cuda.cuCtxPushCurrent, primary_context(device_id))
     try:
-        call(_cuda.cuCtxSynchronize)
+        yield
     finally:
         _cuda.cuCtxPopCurrent()
+
+
+def synchronize(device_id: int) -> None:
+    """Wait until all work queued on *device_id* has finished (``cuCtxSynchronize``)."""
+    with _in_primary_context(device_id):
+        call(_cuda.cuCtxSynchronize)
 
 
 def make_context_current() -> None:
@@ -155,11 +162,8 @@ def create_on(
     driver initialised, else the runtime's *create*, which says why not."""
     device = device_or_current(device_id)
     if driver_create is not None and _cuda.load_driver_entry_points():
-        call(_cuda.cuCtxPushCurrent, primary_context(device))
-        try:
+        with _in_primary_context(device):
             handle = call(driver_create, *args)
-        finally:
-            _cuda.cuCtxPopCurrent()
         return device, int(handle)
     with on_device(device):
         handle = call(create, *args)

@@ -222,7 +222,9 @@ def launch_error(ptr: int, status: int) -> CudaError:
 
 def event_done(ptr: int) -> bool:
     """Whether the work before the event's last record has finished."""
-    return event_answer(ptr, _cuda.event_query(ptr) if _cuda.direct_driver_calls else _NOT_TRIED)
+    # Its first call binds the entry points; where there is no driver it answers -1,
+    # which is _NOT_TRIED: the runtime then says why.
+    return event_answer(ptr, _cuda.event_query(ptr))
 
 
 def event_answer(ptr: int, status: int) -> bool:
