@@ -4,7 +4,7 @@ CI has no driver, so neither cuda.bindings' driver calls nor extstream's ctypes
 entry points run there, and the simulator replaces both. ``tests/driver/fake_libcuda.c``
 gives them the driver functions extstream calls, with CUDA's C signatures: the
 test then runs extstream's real backend on them in a child process, so that
-``cuInit``, ``cuGetProcAddress``, the GIL-keeping queries, the launch, the
+``cuInit``, ``cuGetProcAddress``, the queries, the launch, the
 context-based device lookup, records and waits through cuda.bindings, and host
 functions called from a foreign C thread are exercised with every cuda-bindings
 version CI installs. What CUDA itself does is for the GPU run to show.
@@ -12,37 +12,15 @@ version CI installs. What CUDA itself does is for the GPU run to show.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import pytest
-
-from .conftest import run_python, stress_scenario
+from .conftest import stress_scenario
+from .driver_helpers import run_on_model
 
 CHILD = r"""
-import asyncio, ctypes, json, sys, threading, time
-from cuda.bindings import driver
-import extstream
 from extstream import _backend
+import asyncio
 
-lib = ctypes.CDLL(sys.argv[1])
-for name in ("fake_stream", "fake_event"):
-    getattr(lib, name).restype = ctypes.c_void_p
-lib.fake_busy.argtypes = [ctypes.c_void_p, ctypes.c_int]
-lib.fake_calls.argtypes = [ctypes.c_char_p]
-
-def calls(name):
-    return lib.fake_calls(name.encode())
-
-# Never hand a real driver these handles: the stand-in must be the libcuda in use.
-driver.cuInit(0)
-with open("/proc/self/maps") as maps:
-    drivers = {line.split()[-1] for line in maps if "/libcuda.so" in line}
-if drivers != {sys.argv[1]}:
-    print(json.dumps({"other driver": sorted(drivers)}))
-    sys.exit(0)
-
-out = {}
 h = [lib.fake_stream(i) for i in range(4)]
 stream = extstream.ExternalStream(h[0], 0)
 out["done idle"] = stream.done
@@ -137,19 +115,11 @@ out["calls"] = {
     for n in ("cuInit", "cuStreamQuery", "cuEventQuery", "cuEventRecord", "cuStreamWaitEvent",
               "cuLaunchHostFunc", "cuStreamIsCapturing")
 }
-print(json.dumps(out))
 """
 
 
 def test_the_driver_path_against_a_stand_in_driver(fake_driver: Path) -> None:
-    result = run_python(
-        f"import sys; sys.argv[1:] = [{str(fake_driver)!r}]\n{CHILD}",
-        env={"EXTSTREAM_BACKEND": "cuda", "LD_LIBRARY_PATH": str(fake_driver.parent)},
-    )
-    assert result.returncode == 0, result.stderr
-    out = json.loads(result.stdout.strip().splitlines()[-1])
-    if "other driver" in out:
-        pytest.skip(f"another libcuda is loaded ahead of the stand-in: {out['other driver']}")
+    out = run_on_model(fake_driver, CHILD)
     assert out["done idle"] is True and out["direct"] is True
     assert out["devices"] == [0, 1, 0, 1]
     # one context lookup per stream, each push popped again on this thread
