@@ -1,6 +1,7 @@
 """Run Python when the GPU reaches a point in a stream.
 
-Run: python examples/host_callbacks.py   (needs a GPU)
+Run: python examples/host_callbacks.py   (a GPU; anywhere on the CPU simulator:
+EXTSTREAM_BACKEND=sim python examples/host_callbacks.py)
 """
 
 import threading

@@ -30,6 +30,9 @@ def test_unknown_status_still_makes_a_readable_error() -> None:
 
 def test_no_driver_status_carries_a_hint() -> None:
     assert "no usable NVIDIA driver" in str(CudaError(35, "cudaGetDeviceCount"))
+    # and how to go on without a GPU
+    for status in (35, 100):
+        assert "EXTSTREAM_BACKEND=sim" in str(CudaError(status, "cudaGetDeviceCount"))
 
 
 def test_pickles_with_every_attribute() -> None:

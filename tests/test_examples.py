@@ -53,6 +53,9 @@ def test_self_check_without_a_gpu_runs_on_the_simulator() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no CUDA GPU here" in result.stdout
     assert "(sim backend)" in result.stdout and "all checks passed" in result.stdout
+    assert "EXTSTREAM_BACKEND=sim" in result.stdout  # how to do the same in one's own code
+    assert "CUDA driver 13" not in result.stdout  # no invented versions
+    assert "CUDA driver and runtime: none (simulated devices)" in result.stdout
 
 
 def test_self_check_on_a_simulator_that_sees_no_device_fails_at_once() -> None:

@@ -198,9 +198,13 @@ def main(argv: list[str] | None = None) -> int:
         if BACKEND == "sim":  # the simulator sees no device either: nothing to fall back to
             return 1
         if not args.json:
-            print("Running the same checks on extstream's CPU simulator instead:\n")
+            print(
+                "Running the same checks on extstream's CPU simulator instead "
+                "(EXTSTREAM_BACKEND=sim does so for your own code):\n"
+            )
         return _on_the_simulator(sys.argv[1:] if argv is None else argv, str(exc))
-    report["driver"], report["runtime"] = _device.versions()
+    # The simulator has no CUDA versions: it reports none rather than invented ones.
+    report["driver"], report["runtime"] = _device.versions() if BACKEND == "cuda" else (None, None)
     report["devices"] = [_device.device_name(device) for device in range(count)]
     report["frameworks"] = [
         name for name in ("torch", "cupy", "numba", "cuda.core") if _has_cuda_streams(name)
@@ -242,7 +246,10 @@ def _print_report(report: dict[str, Any], failures: int) -> None:
     )
     if report["no_gpu"]:
         print(f"(no CUDA GPU: {report['no_gpu']})")
-    print(f"CUDA driver {report['driver']}, runtime {report['runtime']}")
+    if report["driver"] is None:
+        print("CUDA driver and runtime: none (simulated devices)")
+    else:
+        print(f"CUDA driver {report['driver']}, runtime {report['runtime']}")
     print(f"{len(report['devices'])} device(s):")
     for index, name in enumerate(report["devices"]):
         print(f"  cuda:{index}  {name}")
@@ -250,8 +257,9 @@ def _print_report(report: dict[str, Any], failures: int) -> None:
     for result in report["checks"]:
         verdict = "PASS" if result["passed"] else "FAIL"
         print(f"{verdict}  {result['check']:<26} {result['ms']:8.2f} ms  {result['detail']}")
-    route = "direct driver entry points" if report["direct_driver_calls"] else "cuda.bindings"
-    print(f"hot calls go through {route}")
+    if report["backend"] == "cuda":
+        route = "direct driver entry points" if report["direct_driver_calls"] else "cuda.bindings"
+        print(f"hot calls go through {route}")
     print("all checks passed" if not failures else f"{failures} check(s) failed")
 
 

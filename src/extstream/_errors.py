@@ -19,10 +19,14 @@ _CU_SUCCESS: Final = _cuda.CU_SUCCESS
 _NOT_READY: Final = _cuda.NOT_READY
 
 # Statuses whose CUDA text alone leaves the user guessing, with what to do.
+_WITHOUT_A_GPU: Final = (
+    "to run without a GPU, set EXTSTREAM_BACKEND=sim (extstream's CPU simulator)"
+)
 _HINTS: Final = {
     3: "in a process forked from one that used CUDA? start it with the 'spawn' method",
-    35: "no usable NVIDIA driver was found (CPU-only machine or container without GPU access?)",
-    100: "no CUDA-capable device is visible (check CUDA_VISIBLE_DEVICES)",
+    35: "no usable NVIDIA driver was found (CPU-only machine or container without GPU "
+    f"access?); {_WITHOUT_A_GPU}",
+    100: f"no CUDA-capable device is visible (check CUDA_VISIBLE_DEVICES); {_WITHOUT_A_GPU}",
     900: "the stream is being captured into a CUDA graph: wait after the capture ends",
     999: "the driver reported an unknown error (is the GPU reachable from this container?)",
 }

@@ -70,8 +70,9 @@ def header_lines() -> list[str]:
     if reason is not None:
         return [line, f"extstream: {reason}"]
     names = ", ".join(_device.device_name(device) for device in range(count))
-    driver = _device.versions()[0]
-    return [line, f"extstream: {count} device(s): {names}; driver {driver}"]
+    if NAME == "sim":  # no CUDA versions to report: none invented
+        return [line, f"extstream: {count} simulated device(s): {names}"]
+    return [line, f"extstream: {count} device(s): {names}; driver {_device.versions()[0]}"]
 
 
 def pending_callbacks() -> int:
