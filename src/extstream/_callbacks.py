@@ -63,6 +63,7 @@ from ._handles import (
     capture_status,
     enqueue_host_function,
     launch_error,
+    on_reaper,
     relax_capture_mode,
     start_reaper,
     stream_device,
@@ -435,13 +436,15 @@ def _graphs_settled(deadline: float) -> bool:
         return True
     settled = threading.Event()
 
-    def synchronize() -> None:
+    def synchronize(_: int) -> None:
         for device in devices:
             with contextlib.suppress(CudaError):  # a fault: that device runs no more
                 _device.synchronize(device)
         settled.set()
 
-    threading.Thread(target=synchronize, name="extstream-exit", daemon=True).start()
+    # On the reaper, which every captured launch started: Python 3.12+ starts no
+    # thread at exit, and the wait must not outlast the deadline.
+    on_reaper(synchronize, 0)
     return settled.wait(max(0.0, deadline - time.monotonic()))
 
 

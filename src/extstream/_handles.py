@@ -279,18 +279,20 @@ def destroy_or_defer(destroy: Callable[[int], None], ptr: int) -> None:
     refusal from inside anyone else's host function is deferred too.
     """
     if callback_threads and threading.get_ident() in callback_threads:
-        _defer(destroy, ptr)
+        on_reaper(destroy, ptr)
         return
     try:
         destroy(ptr)
     except CudaError as exc:
         if exc.status != _NOT_PERMITTED:
             raise
-        _defer(destroy, ptr)
+        on_reaper(destroy, ptr)
 
 
-def _defer(destroy: Callable[[int], None], ptr: int) -> None:
-    _deferred.append((destroy, ptr))  # atomic: no lock in a finalizer
+def on_reaper(function: Callable[[int], None], ptr: int) -> None:
+    """Have the reaper thread call ``function(ptr)`` soon (a deferred destroy; at exit,
+    where no thread can be started any more, a wait with a time limit)."""
+    _deferred.append((function, ptr))  # atomic: no lock in a finalizer
     if _reaper_semaphore:
         _native.post(_reaper_semaphore)
 
